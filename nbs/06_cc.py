@@ -1,0 +1,240 @@
+# %% [markdown]
+# # Contrastive Clustering (CC)
+# > Li et al., "Contrastive Clustering" (AAAI 2021): contrast instances in the rows and clusters in the columns of one soft-label matrix.
+
+# %%
+#| default_exp cc
+
+# %%
+#| hide
+from nbdev.showdoc import show_doc
+from fastcore.test import test_eq, test_close, test_fail
+
+# %%
+#| export
+from __future__ import annotations
+import math
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from deepcluster_nb.infonce import nt_xent
+from deepcluster_nb.models import ClusterMethod, Batch, register_method, instance_projector, cluster_head, make_backbone
+from deepcluster_nb.data import PAPER_BENCHMARKS, DIGIT_DATASETS
+
+# %% [markdown]
+# ## Label as representation
+# Feed a batch of $N$ images through a network that ends in a softmax over $K$ clusters and stack the outputs into
+# $Y\in[0,1]^{N\times K}$. Read by **rows**, $Y$ gives each image a soft label: row $i$ is a representation of
+# image $i$. Read by **columns**, $Y$ gives each cluster a vector over the batch: column $k$ says which images cluster
+# $k$ claims, so it is a representation of the *cluster*. CC's idea is to use both readings. Two augmentations
+# $a, b$ of the batch give $Y^a, Y^b$; the rows of an image's two views should agree (instance level), and so
+# should the two columns of a cluster (cluster level). Because a row of $Y$ is a very low-dimensional,
+# saturating representation, the instance-level contrast is done on a separate 128-d projection $Z$ of the same
+# backbone feature, and the cluster head sees only $Y$.
+#
+# A picture of the two readings on a toy batch:
+
+# %%
+import matplotlib.pyplot as plt
+_Y = torch.softmax(torch.randn(8, 3) * 2, 1)
+fig, axs = plt.subplots(1, 2, figsize=(7, 3))
+for ax, (title, hl) in zip(axs, [("row i: image i's soft label", "row"), ("column k: cluster k over the batch", "col")]):
+    ax.imshow(_Y, cmap="Blues", vmin=0, vmax=1); ax.set_xlabel("cluster k"); ax.set_ylabel("image i"); ax.set_title(title, fontsize=9)
+    if hl == "row": ax.add_patch(plt.Rectangle((-0.5, 2.5), 3, 1, fill=False, ec="red", lw=2))
+    else: ax.add_patch(plt.Rectangle((0.5, -0.5), 1, 8, fill=False, ec="red", lw=2))
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+# ## Instance-level contrastive head (Eq. 1–3)
+# With $z^a_i, z^b_i$ the projections of the two views of image $i$, the similarity is the cosine
+# $s(z^{k_1}_i, z^{k_2}_j) = z^{k_1\top}_i z^{k_2}_j / (\|z^{k_1}_i\|\,\|z^{k_2}_j\|)$ (Eq. 1). For $z^a_i$ the positive is $z^b_i$ and
+# the other $2N-2$ views are negatives:
+#
+# $$\ell^a_i = -\log\frac{\exp(s(z^a_i,z^b_i)/\tau_I)}{\sum_{j=1}^{N}\big[\exp(s(z^a_i,z^a_j)/\tau_I)+\exp(s(z^a_i,z^b_j)/\tau_I)\big]} \quad\text{(Eq. 2)},
+# \qquad \mathcal L_{ins} = \frac1{2N}\sum_{i=1}^N(\ell^a_i+\ell^b_i)\quad\text{(Eq. 3)}$$
+#
+# This is NT-Xent (see the InfoNCE chapter) — with one difference on paper: the printed sum over $j$ includes
+# $j=i$, the self-similarity $\exp(s(z^a_i,z^a_i)/\tau_I)=e^{1/\tau_I}$, in the denominator. The official implementation
+# masks it out. A constant in the denominator is not harmless: it caps every softmax weight. We follow the code,
+# so `instance_loss` is `nt_xent`. Below, the printed equation as a loop with a switch for the self term:
+
+# %%
+def cc_instance_loop(z_a, z_b, tau, include_self=False):
+    "Eq. 2–3 one view at a time; `include_self=True` keeps j = i in the denominator, as printed."
+    za, zb = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)
+    n, total = za.shape[0], 0.
+    for views in [(za, zb), (zb, za)]:
+        u, v = views
+        for i in range(n):
+            den = sum(torch.exp(u[i] @ u[j] / tau) for j in range(n) if include_self or j != i) + \
+                  sum(torch.exp(u[i] @ v[j] / tau) for j in range(n))
+            total += -torch.log(torch.exp(u[i] @ v[i] / tau) / den)
+    return total / (2 * n)
+
+# %%
+#| export
+def instance_loss(z_a:torch.Tensor, # (N, D) instance projections of view a (L2-normalised inside)
+                  z_b:torch.Tensor, # (N, D) instance projections of view b
+                  temperature:float=0.5, # τ_I
+                 ) -> torch.Tensor: # scalar L_ins
+    "CC's instance-level contrastive loss (Eq. 2–3 as implemented officially: NT-Xent, self-similarity excluded)."
+    return nt_xent(z_a, z_b, temperature)
+
+# %%
+for _n, _d, _t in [(5, 8, 0.5), (8, 128, 0.5), (3, 4, 0.2)]:
+    _a, _b = torch.randn(_n, _d), torch.randn(_n, _d)
+    test_close(instance_loss(_a, _b, _t), cc_instance_loop(_a, _b, _t), eps=1e-4)
+_printed = cc_instance_loop(_a, _b, 0.5, include_self=True)
+assert _printed > instance_loss(_a, _b, 0.5), "the printed self term only enlarges the denominator"
+print(f"official (no self term) {instance_loss(_a, _b, 0.5):.4f}  vs  printed Eq. 2 {_printed:.4f}")
+
+# %% [markdown]
+# ## Cluster-level contrastive head (Eq. 4–6)
+# Let $y^a_k$ be column $k$ of $Y^a$, an $N$-vector. The two columns of a cluster form the positive pair, the other
+# $2K-2$ columns are negatives, again with the cosine similarity (Eq. 4) and a temperature $\tau_C$:
+#
+# $$\hat\ell^a_k = -\log\frac{\exp(s(y^a_k,y^b_k)/\tau_C)}{\sum_{j=1}^{K}\big[\exp(s(y^a_k,y^a_j)/\tau_C)+\exp(s(y^a_k,y^b_j)/\tau_C)\big]}\quad\text{(Eq. 5)}$$
+#
+# Columns are "instances" of clusters, so this is NT-Xent again on $Y^{a\top}, Y^{b\top}$ (and the official code again
+# drops $j=k$ from the first sum). Contrast alone has a trivial optimum: put every image in one cluster and the
+# other columns are all zero (their cosine is undefined, in practice ~0). CC adds the entropy of the cluster
+# marginal $P(y^a_k)=\sum_i Y^a_{ik}/\|Y^a\|_1$:
+#
+# $$\mathcal L_{clu} = \frac1{2K}\sum_{k=1}^K(\hat\ell^a_k+\hat\ell^b_k) - H(Y),\qquad H(Y) = -\sum_{k=1}^K\big[P(y^a_k)\log P(y^a_k)+P(y^b_k)\log P(y^b_k)\big]\quad\text{(Eq. 6)}$$
+#
+# **The sign.** Minimising $-H(Y)$ maximises the entropy of the marginals: it pushes the batch to use all
+# clusters equally, which is the stated purpose. The paper's text prints $H(Y)$ with the sign of a *negative*
+# entropy ($\sum P\log P$) and then subtracts it, which read literally would reward collapse. The official code
+# adds, per view, $\log K - H(P)$ — i.e. $\log K + \sum_k P_k\log P_k$, which is $\geq 0$, zero exactly at the uniform marginal,
+# and has the same gradient as $-H$. We follow the code.
+
+# %%
+#| export
+def marginal_entropy_penalty(c:torch.Tensor, # (N, K) soft assignments of one view
+                            ) -> torch.Tensor: # scalar log K − H(P), P the batch-mean assignment
+    "log K − H(P) for the batch marginal P = Σ_i c_i / Σ c: zero at uniform cluster usage, log K at collapse."
+    p = c.float().sum(0); p = p / p.sum()
+    return math.log(c.shape[1]) + (p * torch.log(p.clamp(min=1e-12))).sum()
+
+def cluster_loss(c_a:torch.Tensor, # (N, K) softmax probabilities of view a
+                 c_b:torch.Tensor, # (N, K) softmax probabilities of view b
+                 temperature:float=1.0, # τ_C
+                ) -> torch.Tensor: # scalar L_clu
+    "CC's cluster-level loss as implemented officially: NT-Xent over the 2K columns plus Σ_views (log K − H(P))."
+    return nt_xent(c_a.t(), c_b.t(), temperature) + marginal_entropy_penalty(c_a) + marginal_entropy_penalty(c_b)
+
+# %%
+show_doc(cluster_loss)
+
+# %%
+def cc_cluster_loop(c_a, c_b, tau):
+    "Eq. 5–6 as the official code computes them: a loop over clusters, then the per-view entropy penalties."
+    K, total = c_a.shape[1], 0.
+    cols = [c_a[:, k] for k in range(K)] + [c_b[:, k] for k in range(K)]
+    cos = lambda u, v: (u @ v) / (u.norm() * v.norm())
+    for k in range(2 * K):
+        pos = (k + K) % (2 * K)
+        den = sum(torch.exp(cos(cols[k], cols[j]) / tau) for j in range(2 * K) if j != k)
+        total += -torch.log(torch.exp(cos(cols[k], cols[pos]) / tau) / den)
+    ent = 0.
+    for c in (c_a, c_b):
+        P = c.sum(0) / c.sum()
+        ent += math.log(K) + sum(P[k] * torch.log(P[k]) for k in range(K))
+    return total / (2 * K) + ent
+
+for _n, _k in [(16, 3), (32, 10), (8, 5)]:
+    _ca, _cb = torch.softmax(torch.randn(_n, _k), 1), torch.softmax(torch.randn(_n, _k), 1)
+    test_close(cluster_loss(_ca, _cb), cc_cluster_loop(_ca, _cb, 1.0), eps=1e-4)
+    test_close(cluster_loss(_ca, _cb, 0.5), cluster_loss(_cb, _ca, 0.5), eps=1e-5)
+
+# %% [markdown]
+# Known values: a perfectly balanced one-hot assignment pays no entropy penalty, and a collapsed one pays $\log K$
+# per view:
+
+# %%
+_eye = torch.eye(4).repeat(3, 1)                  # 12 images, 3 per cluster, one-hot
+test_close(marginal_entropy_penalty(_eye), 0.0, eps=1e-6)
+test_close(marginal_entropy_penalty(torch.zeros(12, 4).index_fill_(1, torch.tensor([0]), 1.)), math.log(4), eps=1e-6)
+
+# %% [markdown]
+# ## The model and its training step
+# One backbone $f$, the instance projector $g_I$ (→ 128, L2-normalised) and the cluster head $g_C$ (→ K, softmax).
+# The objective is $\mathcal L = \mathcal L_{ins} + \mathcal L_{clu}$ (Eq. 7) with $\tau_I=0.5$, $\tau_C=1.0$; Adam,
+# learning rate 3e-4, no weight decay, batch 256, 1,000 epochs, ResNet-34 at 224 px on every benchmark.
+# Prediction is the argmax of the cluster head on the un-augmented image.
+#
+# The official code runs the two views through the backbone in two forward passes, so BatchNorm normalises each view
+# with its own batch statistics; `joint_forward=True` runs both in one pass (one set of statistics, faster).
+
+# %%
+#| export
+
+def cc_defaults(dataset:str) -> dict:
+    "CC's settings: the paper's on its benchmarks; a small CNN at native size on digits; ResNet-18 at native size on custom data."
+    if dataset in PAPER_BENCHMARKS:
+        return dict(backbone="resnet34", stem="imagenet", image_size=224, optimizer="adam", lr=3e-4, weight_decay=0.0,
+                    batch_size=256, epochs=1000)
+    if dataset in DIGIT_DATASETS:
+        return dict(backbone="small_cnn", stem="small", image_size="native", optimizer="adam", lr=1e-3, weight_decay=0.0,
+                    batch_size=256, epochs=100 if dataset == "digits" else 200)
+    return dict(backbone="resnet18", stem="small", image_size="native", optimizer="adam", lr=3e-4, weight_decay=0.0,
+                batch_size=256, epochs=200)
+
+@register_method
+class CC(ClusterMethod):
+    "Contrastive Clustering: instance-level NT-Xent on projections + cluster-level NT-Xent on soft-label columns."
+    name = "cc"
+    def __init__(self, backbone, feat_dim, n_clusters, tau_i:float=0.5, tau_c:float=1.0, z_dim:int=128,
+                 joint_forward:bool=False):
+        super().__init__(backbone, feat_dim, n_clusters, tau_i=tau_i, tau_c=tau_c, z_dim=z_dim, joint_forward=joint_forward)
+        self.instance_projector = instance_projector(feat_dim, z_dim)
+        self.cluster_projector = cluster_head(feat_dim, n_clusters)
+
+    @classmethod
+    def defaults(cls, dataset): return cc_defaults(dataset)
+
+    def heads(self, h): return F.normalize(self.instance_projector(h), dim=1), self.cluster_projector(h)
+
+    def training_step(self, batch:Batch, head:str="main") -> dict:
+        xa, xb = batch.views
+        if self.hparams["joint_forward"]: h_a, h_b = self.backbone(torch.cat([xa, xb])).chunk(2)
+        else: h_a, h_b = self.backbone(xa), self.backbone(xb)
+        (z_a, c_a), (z_b, c_b) = self.heads(h_a), self.heads(h_b)
+        z_a, z_b, c_a, c_b = map(self.gather, (z_a, z_b, c_a, c_b))
+        l_ins = instance_loss(z_a, z_b, self.hparams["tau_i"])
+        l_clu = cluster_loss(c_a, c_b, self.hparams["tau_c"])
+        return {"loss": l_ins + l_clu, "instance": l_ins.detach(), "cluster": l_clu.detach()}
+
+    def forward(self, x):
+        h = self.backbone(x)
+        z, c = self.heads(h)
+        return {"probs": c, "features": h, "z": z}
+
+# %%
+show_doc(CC)
+
+# %% [markdown]
+# A smoke check of the step: the loss is finite, gradients reach the backbone, and 20 Adam steps on one fixed batch
+# lower it.
+
+# %%
+torch.manual_seed(0)
+_bb, _fd = make_backbone("small_cnn", 1)
+_m = CC(_bb, _fd, n_clusters=10)
+_opt = torch.optim.Adam(_m.parameters(), 1e-3)
+_x = torch.randn(64, 1, 8, 8)
+_batch = Batch(views=[_x + 0.1 * torch.randn_like(_x), _x + 0.1 * torch.randn_like(_x)], index=torch.arange(64))
+_losses = []
+for _ in range(20):
+    _out = _m.training_step(_batch); _opt.zero_grad(); _out["loss"].backward(); _opt.step(); _losses.append(_out["loss"].item())
+assert _losses[-1] < _losses[0], _losses
+assert next(_m.backbone.parameters()).grad is not None
+test_eq(_m(_x)["probs"].shape, (64, 10))
+
+# %% [markdown]
+# Training CC end to end is one call of the trainer (next chapter), or one papermill command:
+# `papermill nbs/train.ipynb out.ipynb -p method cc -p dataset cifar10`.
+
+# %%
+#| hide
+import nbdev; nbdev.nbdev_export()
