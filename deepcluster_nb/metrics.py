@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['contingency', 'cluster_accuracy', 'majority_accuracy', 'evaluate', 'cluster_sizes']
 
-# %% ../nbs/01_metrics.ipynb #690b80af
+# %% ../nbs/01_metrics.ipynb #0d87f1d1
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-# %% ../nbs/01_metrics.ipynb #de7c9e33
+# %% ../nbs/01_metrics.ipynb #1a944fcf
 def contingency(y_true, # true class labels, ints of shape (N,)
                 y_pred, # cluster indices, ints of shape (N,)
                ) -> np.ndarray: # counts of shape (n_clusters, n_classes)
@@ -23,7 +23,7 @@ def contingency(y_true, # true class labels, ints of shape (N,)
     np.add.at(counts, (y_pred, y_true), 1)
     return counts
 
-# %% ../nbs/01_metrics.ipynb #f09ad0f3
+# %% ../nbs/01_metrics.ipynb #60273e2a
 def cluster_accuracy(y_true, # true class labels, ints of shape (N,)
                      y_pred, # cluster indices, ints of shape (N,)
                     ) -> float: # accuracy in [0, 1] under the best one-to-one cluster→class map
@@ -32,7 +32,7 @@ def cluster_accuracy(y_true, # true class labels, ints of shape (N,)
     rows, cols = linear_sum_assignment(-counts)
     return float(counts[rows, cols].sum() / counts.sum())
 
-# %% ../nbs/01_metrics.ipynb #96f2a8dc
+# %% ../nbs/01_metrics.ipynb #8d7e521b
 def majority_accuracy(y_true, # true class labels, ints of shape (N,)
                       y_pred, # cluster indices, ints of shape (N,)
                      ) -> float: # accuracy when every cluster is mapped to its majority class (many-to-one)
@@ -40,7 +40,7 @@ def majority_accuracy(y_true, # true class labels, ints of shape (N,)
     counts = contingency(y_true, y_pred)
     return float(counts.max(axis=1).sum() / counts.sum())
 
-# %% ../nbs/01_metrics.ipynb #9588d681
+# %% ../nbs/01_metrics.ipynb #4cdd2dc9
 def evaluate(y_true, # true class labels, ints of shape (N,)
              y_pred, # cluster indices, ints of shape (N,)
             ) -> dict: # {"acc", "nmi", "ari"}, plus "majority_acc" when there are more clusters than classes
@@ -52,7 +52,7 @@ def evaluate(y_true, # true class labels, ints of shape (N,)
     if y_pred.max() + 1 > y_true.max() + 1: res["majority_acc"] = majority_accuracy(y_true, y_pred)
     return res
 
-# %% ../nbs/01_metrics.ipynb #89279594
+# %% ../nbs/01_metrics.ipynb #3063227f
 def cluster_sizes(y_pred, # cluster indices, ints of shape (N,)
                   n_clusters:int, # number of clusters K
                  ) -> np.ndarray: # counts of shape (K,), zeros for empty clusters

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Metrics
 # > Clustering accuracy by Hungarian matching, NMI and ARI: the three numbers every paper in this course reports.

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Data
 # > Every benchmark of the course as one in-memory `uint8` tensor: digits (offline default), MNIST, USPS, CIFAR-10/100-20, STL-10, the ImageNet subsets, any ImageFolder and any `.npz`.

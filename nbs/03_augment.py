@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Augmentation
 # > Two views of every image, with parameters drawn independently per image, computed for the whole batch at once in plain PyTorch (CPU or GPU).
@@ -260,7 +268,7 @@ test_close(_y[2], _x[2])
 
 # %%
 #| export
-def random_affine(x:torch.Tensor, degrees:float=12., scale=(0.9, 1.1), translate:float=0.1, generator=None):
+def random_affine(x:torch.Tensor, degrees:float=20., scale=(0.8, 1.2), translate:float=0.15, generator=None):
     "Per-image random rotation (±`degrees`), isotropic scaling and translation (fraction of the side)."
     B, dev = x.shape[0], x.device
     u = lambda lo, hi: torch.empty(B, device=dev).uniform_(lo, hi, generator=generator)
@@ -293,9 +301,9 @@ class AugmentConfig:
     blur_p: float = 0.0           # probability of Gaussian blur
     blur_kernel: int = 23         # blur kernel side
     blur_sigma: tuple = (0.1, 2.0)  # blur σ range
-    degrees: float = 12.0         # digits: rotation range
-    affine_scale: tuple = (0.9, 1.1)  # digits: scale range
-    translate: float = 0.1        # digits: translation, fraction of the side
+    degrees: float = 20.0         # digits: rotation range
+    affine_scale: tuple = (0.8, 1.2)  # digits: scale range
+    translate: float = 0.15       # digits: translation, fraction of the side
     noise: float = 0.05           # digits: std of additive Gaussian noise
 
 def cc_recipe(dataset:str, size:int) -> AugmentConfig:

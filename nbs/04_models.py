@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Models and the method interface
 # > Backbones (ResNet-18/34/50 with an ImageNet or small-image stem, a small CNN for CPU runs), the two heads of contrastive clustering, and the small interface every method implements.

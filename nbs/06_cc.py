@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Contrastive Clustering (CC)
 # > Li et al., "Contrastive Clustering" (AAAI 2021): contrast instances in the rows and clusters in the columns of one soft-label matrix.
@@ -163,6 +171,10 @@ test_close(marginal_entropy_penalty(torch.zeros(12, 4).index_fill_(1, torch.tens
 # learning rate 3e-4, no weight decay, batch 256, 1,000 epochs, ResNet-34 at 224 px on every benchmark.
 # Prediction is the argmax of the cluster head on the un-augmented image.
 #
+# On the small grey digit datasets (our CPU default) the defaults are ours, not the paper's: the small CNN at native
+# size, the digits augmentation, batch 128 and learning rate 2e-3 for 80 epochs on scikit-learn's digits (the
+# 1,797 images give only 14 steps per epoch, and a larger step size makes up for it).
+#
 # The official code runs the two views through the backbone in two forward passes, so BatchNorm normalises each view
 # with its own batch statistics; `joint_forward=True` runs both in one pass (one set of statistics, faster).
 
@@ -175,8 +187,8 @@ def cc_defaults(dataset:str) -> dict:
         return dict(backbone="resnet34", stem="imagenet", image_size=224, optimizer="adam", lr=3e-4, weight_decay=0.0,
                     batch_size=256, epochs=1000)
     if dataset in DIGIT_DATASETS:
-        return dict(backbone="small_cnn", stem="small", image_size="native", optimizer="adam", lr=1e-3, weight_decay=0.0,
-                    batch_size=256, epochs=100 if dataset == "digits" else 200)
+        return dict(backbone="small_cnn", stem="small", image_size="native", optimizer="adam", lr=2e-3, weight_decay=0.0,
+                    batch_size=128, epochs=80 if dataset == "digits" else 100)
     return dict(backbone="resnet18", stem="small", image_size="native", optimizer="adam", lr=3e-4, weight_decay=0.0,
                 batch_size=256, epochs=200)
 

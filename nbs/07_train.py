@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # The trainer
 # > One training loop for every method: configuration with the papers' defaults, data on the device, batched augmentation, mixed precision, evaluation, history, atomic checkpoints and exact resume.
@@ -37,7 +45,7 @@ class TrainConfig:
     method: str = "cc"               # clustering method (see `available_methods()`)
     dataset: str = "digits"          # benchmark name, a path to an .npz file or ImageFolder, or NAME of data_root/NAME.npz
     data_root: str | None = None     # data folder (default $DEEPCLUSTER_DATA or data/)
-    protocol: str = "paper"          # "paper" splits, or "train-test" (train on train, evaluate on test)
+    protocol: str = "auto"           # "paper" splits, "train-test" (train on train, evaluate on test), or the method's choice
     backbone: str = "auto"           # small_cnn, resnet18, resnet34, resnet50 (optionally sobel_...)
     stem: str = "auto"               # "imagenet" (7×7, stride 2, max-pool) or "small" (3×3, stride 1) for ResNets
     image_size: int | str = "auto"   # training resolution; "native" keeps the dataset's
@@ -211,6 +219,7 @@ def channel_stats(x:torch.Tensor, n:int=5000, seed:int=0):
 class Trainer:
     "Train any registered method on any dataset; `fit()` returns the final metrics."
     def __init__(self, cfg:TrainConfig, data:ClusterData|None=None):
+        if cfg.protocol == "auto": cfg = TrainConfig(**{**asdict(cfg), "protocol": get_method(cfg.method).defaults(dataset_key(cfg.dataset)).get("protocol", "paper")})
         self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root, cfg.protocol)
         self.cfg, self.aug_cfg = resolve_config(cfg, self.data)
         c = self.cfg
