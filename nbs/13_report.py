@@ -445,7 +445,7 @@ _f = plot_cluster_sizes(_outs["y"], _outs["pred"], 10, _run.eval_data.classes, "
 test_eq(len(_f.axes[0].patches), 20); test_eq(_f.axes[0].title.get_color(), "black")
 _fc = plot_cluster_sizes(np.arange(100) % 4, np.r_[np.zeros(70, int), np.ones(30, int)], 4, list("abcd"))
 assert "COLLAPSE" in _fc.axes[0].get_title() and "2 of 4 clusters are empty" in _fc.axes[0].get_title()
-import matplotlib.pyplot as plt; plt.close(_fc); _f
+import matplotlib.pyplot as plt; plt.close(_fc)
 
 # %% [markdown]
 # **t-SNE.** A two-dimensional map of the features of a random sample (t-SNE's cost grows faster than linearly, so
@@ -533,7 +533,6 @@ test_eq(cluster_colours([0, 0, 1, 1, 2, 2], [2, 2, 0, 0, 1, 3], 4, 3).tolist(), 
 _it, _et = tsne_embedding(_outs["features"], 600)
 _f = plot_tsne(_et, _outs["pred"][_it], _outs["y"][_it], _run.eval_data.classes, 10, "t-SNE of 600 digits, CC after 3 epochs")
 test_eq(len(_f.axes), 2); test_eq(len(_f.axes[0].get_legend().get_texts()), 10)
-_f
 
 # %% [markdown]
 # **Galleries.** The most useful look at a clustering is at its images. For each cluster (in matched order) we show
@@ -590,6 +589,7 @@ def plot_gallery(x:torch.Tensor, # (N, C, H, W) uint8 images
             if c < len(idx):
                 ax.imshow(_as_image(x[idx[c]]), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
                 if captions: ax.set_title(captions[key][c], fontsize=7, pad=2)
+            elif c == 0: ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=8, color="gray", transform=ax.transAxes)
         axs[r, 0].set_ylabel(row_labels[key], rotation=0, ha="right", va="center", fontsize=8)
     if title: fig.suptitle(title, fontsize=11)
     fig.tight_layout(); return fig
@@ -607,22 +607,20 @@ def cluster_gallery(data:ImageData, # the evaluation images
     _, cls = match_clusters(y, pred, probs.shape[1])
     sizes, wrong = cluster_sizes(pred, probs.shape[1]), lambda k: int(((pred == k) & (y != cls[k])).sum())
     labels = {k: f"cluster {k} → {_short(data.classes[cls[k]], 12) if cls[k] >= 0 else 'unmatched'}\n"
-                 f"({sizes[k]} images{f', {wrong(k)} wrong' if mistakes else ''})" for k in picks}
-    caps = {k: [f"{_short(data.classes[y[i]], 9)} {probs[i].max():.2f}" if mistakes else f"{probs[i].max():.2f}" for i in v]
+                 f"({sizes[k]} image{'' if sizes[k] == 1 else 's'}{f', {wrong(k)} wrong' if mistakes else ''})" for k in picks}
+    caps = {k: [f"{_short(data.classes[y[i]], 9)} ({probs[i].max():.2f})" if mistakes else f"{probs[i].max():.2f}" for i in v]
             for k, v in picks.items()}
     shown = f" ({len(picks)} of {probs.shape[1]} clusters)" if len(picks) < probs.shape[1] else ""
-    title = title or (f"most confident mistakes per cluster{shown}: true class and confidence" if mistakes
+    title = title or (f"most confident mistakes per cluster{shown}: true class (confidence)" if mistakes
                       else f"most confident images per cluster{shown}: confidence")
     return plot_gallery(data.x, picks, labels, caps, title)
 
 # %%
 _f = cluster_gallery(_run.eval_data, _outs["probs"], 6)
 test_eq(len(_f.axes), 60)
-_f
 
 # %%
-_f = cluster_gallery(_run.eval_data, _outs["probs"], 6, mistakes=True)
-_f
+cluster_gallery(_run.eval_data, _outs["probs"], 6, mistakes=True);
 
 # %% [markdown]
 # The remaining two figures come from the trainer chapter unchanged: `plot_confusion` (the Hungarian-matched confusion
