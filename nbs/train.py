@@ -30,6 +30,8 @@ lr = "auto"  # learning rate
 weight_decay = "auto"  # weight decay
 seed: int = 0  # random seed (runs with the same seed are identical on the same machine)
 device: str = "auto"  # "auto" (cuda if available), "cuda" or "cpu"
+compile: bool = False  # torch.compile the backbone (falls back to eager with a warning if compiling fails)
+data_on_device = "auto"  # keep the uint8 training images on the device (true), gather batches on the host (false), or "auto" (on the device if they fit)
 out_dir: str = "runs/{method}_{dataset}_s{seed}"  # run folder for config, history, checkpoint, metrics and figures
 resume: bool = False  # continue from out_dir/checkpoint.pt if it exists
 eval_every: int = 10  # evaluate every N epochs (0: only at the end)
@@ -49,7 +51,8 @@ from deepcluster_nb.train import TrainConfig, Trainer, predict, plot_history, pl
 if isinstance(hparams, str): hparams = json.loads(hparams) if hparams.strip() else {}
 cfg = TrainConfig(method=method, dataset=dataset, data_root=data_root or None, protocol=protocol, backbone=backbone,
                   stem=stem, image_size=image_size, n_clusters=n_clusters, epochs=epochs, batch_size=batch_size,
-                  optimizer=optimizer, lr=lr, weight_decay=weight_decay, seed=seed, device=device, out_dir=out_dir,
+                  optimizer=optimizer, lr=lr, weight_decay=weight_decay, seed=seed, device=device, compile=compile,
+                  data_on_device=data_on_device, out_dir=out_dir,
                   resume=resume, eval_every=eval_every, max_steps=max_steps, subset=subset, progress=progress, hparams=hparams)
 trainer = Trainer(cfg)
 print(trainer.data)

@@ -1,0 +1,155 @@
+"Batched augmentation against torchvision's functional ops, image by image, with the same parameters."
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from deepcluster_nb.augment import (AugmentConfig, BatchAugment, adjust_brightness, adjust_contrast, adjust_hue,
+                                    adjust_saturation, apply_color_jitter, apply_grayscale, color_jitter_params,
+                                    gaussian_blur, random_resized_crop_params, resized_crop, to_float)
+
+TV_JITTER = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+
+
+def images(n, h, w, seed=0, c=3):
+    return torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("h,w,size", [(32, 32, 32), (32, 32, 224), (28, 36, 20), (96, 96, 64), (224, 200, 224)])
+def test_crop_and_flip_match_torchvision(h, w, size):
+    n = 12
+    x = images(n, h, w)
+    boxes = random_resized_crop_params(n, h, w, generator=torch.Generator().manual_seed(1))
+    flip = torch.arange(n) % 3 == 0
+    ours = resized_crop(x, boxes, size, flip)
+    for i in range(n):
+        t, l, bh, bw = boxes[i].int().tolist()
+        ref = TF.resized_crop(x[i], t, l, bh, bw, [size, size], antialias=False)
+        if flip[i]: ref = TF.horizontal_flip(ref)
+        torch.testing.assert_close(ours[i], ref, atol=1e-5, rtol=0)
+
+
+def test_crop_boxes_valid_and_spread():
+    b = random_resized_crop_params(2000, 32, 40, generator=torch.Generator().manual_seed(0))
+    top, left, h, w = b.unbind(1)
+    assert (h >= 1).all() and (w >= 1).all() and (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= 32).all() and (left + w <= 40).all()
+    frac = h * w / (32 * 40)
+    assert frac.min() < 0.12 and frac.max() > 0.9, "area fractions should span the (0.08, 1) range"
+    assert len(set(map(tuple, b.tolist()))) > 1000, "boxes are drawn per image"
+
+
+@pytest.mark.parametrize("k,ours,factors", [
+    (0, adjust_brightness, [0.2, 0.7, 1.0, 1.4, 1.8, 0.5]),
+    (1, adjust_contrast, [0.2, 0.7, 1.0, 1.4, 1.8, 0.5]),
+    (2, adjust_saturation, [0.2, 0.7, 1.0, 1.4, 1.8, 0.5]),
+    (3, adjust_hue, [-0.5, -0.3, 0.0, 0.1, 0.25, 0.5]),
+])
+def test_each_colour_op_matches_torchvision(k, ours, factors):
+    x = images(6, 11, 13, seed=k)
+    x[0] = x[0].mean(0, keepdim=True)          # a grey image
+    x[1, 0] = x[1, 1]                           # a tie for the maximum channel
+    f = torch.tensor(factors)
+    y = ours(x, f)
+    for i in range(6):
+        torch.testing.assert_close(y[i], TV_JITTER[k](x[i], float(f[i])), atol=1e-5, rtol=0)
+
+
+def test_hue_on_many_random_pixels():
+    x = images(256, 8, 8, seed=3)
+    f = torch.rand(256, generator=torch.Generator().manual_seed(4)) - 0.5
+    y = adjust_hue(x, f)
+    for i in range(256):
+        torch.testing.assert_close(y[i], TF.adjust_hue(x[i], float(f[i])), atol=1e-5, rtol=0)
+
+
+def test_jitter_per_image_order_matches_torchvision_chain():
+    n = 48
+    x = images(n, 10, 10, seed=5)
+    p = color_jitter_params(n, 0.8, 0.8, 0.8, 0.2, p=0.8, generator=torch.Generator().manual_seed(6))
+    y = apply_color_jitter(x, **p)
+    for i in range(n):
+        ref = x[i]
+        if p["apply"][i]:
+            for k in p["order"][i].tolist(): ref = TV_JITTER[k](ref, float(p["factors"][i, k]))
+        torch.testing.assert_close(y[i], ref, atol=2e-5, rtol=0)
+    assert len(set(map(tuple, p["order"].tolist()))) > 10, "each image draws its own order"
+    assert (~p["apply"]).any() and p["apply"].any()
+
+
+def test_jitter_does_not_modify_its_input():
+    x = images(8, 6, 6)
+    x0 = x.clone()
+    apply_color_jitter(x, **color_jitter_params(8, 0.5, 0.5, 0.5, 0.1))
+    assert torch.equal(x, x0)
+
+
+def test_grayscale_matches_torchvision():
+    x = images(7, 9, 9)
+    on = torch.tensor([True, False, True, True, False, False, True])
+    y = apply_grayscale(x, on)
+    for i in range(7):
+        ref = TF.rgb_to_grayscale(x[i], num_output_channels=3) if on[i] else x[i]
+        torch.testing.assert_close(y[i], ref, atol=1e-6, rtol=0)
+
+
+def test_blur_per_image_sigma_matches_torchvision():
+    x = images(4, 30, 30)
+    sigma = torch.tensor([0.1, 0.8, 2.0, 0.0])
+    y = gaussian_blur(x, 23, sigma)
+    for i in range(3):
+        torch.testing.assert_close(y[i], TF.gaussian_blur(x[i], [23, 23], [float(sigma[i])] * 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y[3], x[3])
+
+
+def replay(x, p, cfg):
+    "The module's recipe, one image at a time, with torchvision's functional ops."
+    out = []
+    for i in range(len(x)):
+        t, l, h, w = p["boxes"][i].int().tolist()
+        y = TF.resized_crop(to_float(x[i]), t, l, h, w, [cfg.size, cfg.size], antialias=False)
+        if p["flip"][i]: y = TF.horizontal_flip(y)
+        if p["jitter_apply"][i]:
+            for k in p["jitter_order"][i].tolist(): y = TV_JITTER[k](y, float(p["jitter_factors"][i, k]))
+        if p["gray"][i]: y = TF.rgb_to_grayscale(y, 3)
+        if p["blur_sigma"][i] > 0: y = TF.gaussian_blur(y, [cfg.blur_kernel] * 2, [float(p["blur_sigma"][i])] * 2)
+        out.append(y)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("cfg", [AugmentConfig(size=32), AugmentConfig(size=24, jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5, blur_kernel=9)])
+def test_module_matches_per_image_replay(cfg):
+    n = 32
+    aug = BatchAugment(cfg, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])
+    x = (images(n, 32, 32, seed=7) * 255).to(torch.uint8)
+    p = aug.sample_params(n, 32, 32, torch.Generator().manual_seed(8))
+    ref = (replay(x, p, cfg) - aug.mean) / aug.std
+    torch.testing.assert_close(aug.apply(x, p), ref, atol=2e-5 / 0.2, rtol=0)
+
+
+def test_parameters_differ_across_images_and_views():
+    n = 64
+    aug = BatchAugment(AugmentConfig(size=32), mean=[0.5] * 3, std=[0.25] * 3)
+    g = torch.Generator().manual_seed(9)
+    a, b = aug.sample_params(n, 32, 32, g), aug.sample_params(n, 32, 32, g)
+    for p in (a, b):
+        assert len(set(map(tuple, p["boxes"].tolist()))) > n * 0.9
+        assert len(set(p["jitter_factors"][:, 0].tolist())) == n
+        assert 0 < p["flip"].sum() < n
+    assert (a["boxes"] != b["boxes"]).any(1).float().mean() > 0.9, "the two views draw their own crops"
+    assert (a["jitter_factors"] != b["jitter_factors"]).all()
+    assert (a["jitter_order"] != b["jitter_order"]).any(1).float().mean() > 0.8
+
+
+def test_views_of_copies_differ():
+    aug = BatchAugment(AugmentConfig(size=24), mean=[0.5] * 3, std=[0.25] * 3)
+    x = (images(1, 32, 32) * 255).to(torch.uint8).expand(8, 3, 32, 32)
+    v1, v2 = aug(x), aug(x)
+    assert all(not torch.allclose(v1[i], v1[j]) for i in range(8) for j in range(i + 1, 8))
+    assert all(not torch.allclose(v1[i], v2[i]) for i in range(8))
+
+
+def test_seeded_generator_reproduces_views():
+    aug = BatchAugment(AugmentConfig(size=16, blur_p=0.5), mean=[0.5] * 3, std=[0.25] * 3)
+    x = (images(10, 20, 20) * 255).to(torch.uint8)
+    assert torch.equal(aug(x, torch.Generator().manual_seed(3)), aug(x, torch.Generator().manual_seed(3)))
+    assert not torch.equal(aug(x, torch.Generator().manual_seed(3)), aug(x, torch.Generator().manual_seed(4)))
