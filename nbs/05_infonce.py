@@ -574,7 +574,7 @@ def nt_xent(z_a:torch.Tensor, # (N, D) first views (normalised inside)
     z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
     sim = (z @ z.t()) / temperature
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    pos = torch.arange(2 * n, device=z.device).add(n).remainder(2 * n)
     return info_nce(sim, pos)
 
 
@@ -651,7 +651,7 @@ def nt_xent_grad(z_a:torch.Tensor, # (N, D) first views (normalised inside)
     z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
     eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     P = torch.softmax(((z @ z.t()) / temperature).masked_fill(eye, float("-inf")), 1)
-    pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    pos = torch.arange(2 * n, device=z.device).add(n).remainder(2 * n)
     return (P - F.one_hot(pos, 2 * n).to(P.dtype)) / temperature
 
 

@@ -30,6 +30,7 @@ from deepcluster_nb.data import load_dataset, ClusterData, ImageData, DATASETS, 
 from deepcluster_nb.augment import BatchAugment, AugmentConfig, cc_recipe
 from deepcluster_nb.models import make_backbone, get_method, available_methods, Batch, BACKBONES
 from deepcluster_nb.metrics import evaluate, cluster_sizes
+from deepcluster_nb.distributed import init_distributed, gather_with_grad, rank_slice, wrap_ddp
 
 # %% [markdown]
 # ## Configuration
@@ -334,6 +335,9 @@ class Trainer:
         c = self.cfg
         self.out_dir = Path(c.out_dir.format(method=c.method, dataset=Path(str(c.dataset)).stem, seed=c.seed))
         self.device = _device(c.device)
+        self.dist = init_distributed(self.device.type)   # a no-op unless started by torchrun
+        if self.dist.enabled and self.device.type == "cuda": self.device = torch.device("cuda", self.dist.local_rank)
+        if self.dist.enabled: rank_slice(c.batch_size, self.dist)   # the global batch must split evenly
         self.amp = (self.device.type == "cuda") if c.amp == "auto" else bool(c.amp)
         seed_everything(c.seed)
         train = self.data.train
@@ -349,6 +353,11 @@ class Trainer:
         backbone, feat_dim = make_backbone(c.backbone, train.x.shape[1], c.stem == "small")
         self.method = get_method(c.method)(backbone, feat_dim, c.n_clusters, **c.hparams).to(self.device)
         if self.device.type == "cuda": self.method = self.method.to(memory_format=torch.channels_last)
+        self.step_fn = self.method.training_step
+        if self.dist.enabled:   # DDP: each process takes its slice of the batch; batch-wide losses gather all slices
+            if self.device.type == "cuda": self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+            self.method.gather = gather_with_grad
+            self.step_fn = wrap_ddp(self.method, self.dist, self.device)
         if c.compile: compile_module(self.method.backbone)
         groups = self.method.param_groups(c.weight_decay)
         fused = self.device.type == "cuda"
@@ -392,14 +401,16 @@ class Trainer:
         self.method.train()
         for hi, head in enumerate(self.method.train_heads):
             seed_everything(c.seed, self.epoch, hi)
-            perm = torch.randperm(N, device=self.x.device)
+            perm = torch.randperm(N, device=self.x.device)   # the same on every process
+            if self.dist.enabled: seed_everything(c.seed, self.epoch, hi, 1 + self.dist.rank)  # own augmentations per process
             batches = self.batches(perm)
             for idx, xb in batches:
+                if self.dist.enabled: sl = rank_slice(len(idx), self.dist); idx, xb = idx[sl], xb[sl]
                 views = [self.aug(xb) for _ in range(self.method.n_views)]
                 if self.device.type == "cuda": views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 raw = self.aug.eval_view(xb) if self.method.needs_raw else None
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.amp):
-                    out = self.method.training_step(Batch(views, idx, raw), head)
+                    out = self.step_fn(Batch(views, idx, raw), head)
                 self.opt.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 self.opt.step()
@@ -421,7 +432,7 @@ class Trainer:
     def fit(self) -> dict:
         "Train (or resume) to the configured number of epochs; write history, checkpoint and metrics; return the final metrics."
         from tqdm import tqdm
-        c = self.cfg
+        c, main = self.cfg, self.dist.is_main   # under DDP only process 0 evaluates and writes the run folder
         self.out_dir.mkdir(parents=True, exist_ok=True)
         ck_path = self.out_dir / "checkpoint.pt"
         if c.resume and ck_path.exists():
@@ -429,29 +440,32 @@ class Trainer:
             print(f"resumed from {ck_path} at epoch {self.epoch}")
         else:
             seed_everything(c.seed, 10**6); self.method.on_train_start(self)
-        write_json({"config": asdict(c), "augment": asdict(self.aug_cfg), "n_train": len(self.train_data),
-                    "n_eval": len(self.eval_data), "device": str(self.device), "torch": torch.__version__}, self.out_dir / "config.json")
+        if main: write_json({"config": asdict(c), "augment": asdict(self.aug_cfg), "n_train": len(self.train_data),
+                             "n_eval": len(self.eval_data), "device": str(self.device), "world_size": self.dist.world_size,
+                             "torch": torch.__version__}, self.out_dir / "config.json")
         total = c.epochs * self.steps_per_epoch * len(self.method.train_heads)
         if c.max_steps: total = min(total, c.max_steps)
         bar = tqdm(total=total, initial=min(self.global_step, total), desc=f"{c.method} on {Path(str(c.dataset)).stem}",
-                   disable=not c.progress, mininterval=2, dynamic_ncols=True)
+                   disable=not (c.progress and main), mininterval=2, dynamic_ncols=True)
         t0 = time.time()
         while self.epoch < c.epochs and not (c.max_steps and self.global_step >= c.max_steps):
             stats = self._epoch(bar)
             self.epoch += 1
             rec = {"epoch": self.epoch, "step": self.global_step, **stats, "time_s": round(time.time() - t0, 2)}
             last = self.epoch == c.epochs or (c.max_steps and self.global_step >= c.max_steps)
-            if (c.eval_every and self.epoch % c.eval_every == 0) or last:
+            if main and ((c.eval_every and self.epoch % c.eval_every == 0) or last):
                 rec.update({k: v for k, v in self.evaluate().items() if k != "cluster_sizes"})
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{rec.get('acc', float('nan')):.3f}")
+                bar.set_postfix(loss=f"{stats.get('loss', float('nan')):.3f}", acc=f"{rec.get('acc', float('nan')):.3f}")
             self.history.append(rec)
-            atomic_save(self.state(finished=bool(last)), ck_path)
-            write_history(self.history, self.out_dir)
+            if main:
+                atomic_save(self.state(finished=bool(last)), ck_path)
+                write_history(self.history, self.out_dir)
         bar.close()
-        final = self.evaluate()
-        metrics = {**final, "method": c.method, "dataset": str(c.dataset), "epochs": self.epoch, "steps": self.global_step,
-                   "checkpoint": str(ck_path), "train_seconds": round(time.time() - t0, 1)}
-        write_json(metrics, self.out_dir / "metrics.json")
+        metrics = {"method": c.method, "dataset": str(c.dataset), "epochs": self.epoch, "steps": self.global_step,
+                   "checkpoint": str(ck_path), "train_seconds": round(time.time() - t0, 1), "world_size": self.dist.world_size}
+        if main:
+            metrics = {**self.evaluate(), **metrics}
+            write_json(metrics, self.out_dir / "metrics.json")
         return metrics
 
 # %% [markdown]
@@ -504,15 +518,17 @@ def plot_history(history:list, title:str=""):
     ep = [h["epoch"] for h in history]
     for k in [k for k in history[0] if k not in ("epoch", "step", "time_s") and not k.startswith(("acc", "nmi", "ari", "empty", "largest", "majority"))]:
         a.plot(ep, [h.get(k, np.nan) for h in history], label=k)
-    a.set_xlabel("epoch"); a.set_ylabel("loss"); a.legend(fontsize=8); a.set_title("training losses")
+    a.set_xlabel("epoch"); a.set_ylabel("loss"); a.legend(fontsize=8, loc="best"); a.set_title("training losses")
     for k in ("acc", "nmi", "ari"):
         pts = [(h["epoch"], h[k]) for h in history if k in h]
         if pts: b.plot(*zip(*pts), marker="o", label=k.upper())
-    b.set_xlabel("epoch"); b.set_ylim(0, 1); b.legend(fontsize=8); b.set_title("evaluation")
+    b.set_xlabel("epoch"); b.set_ylim(0, 1); b.legend(fontsize=8, loc="best"); b.set_title("evaluation")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (a, b): ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title: fig.suptitle(title)
     fig.tight_layout(); return fig
 
-def matched_confusion(y_true, y_pred, n_clusters:int) -> np.ndarray:
+def matched_confusion(y_true, y_pred, n_clusters:int, return_order:bool=False) -> np.ndarray:
     "Confusion matrix (classes × clusters) with clusters reordered by the Hungarian matching (matched ones first)."
     from scipy.optimize import linear_sum_assignment
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
@@ -520,23 +536,24 @@ def matched_confusion(y_true, y_pred, n_clusters:int) -> np.ndarray:
     cm = np.zeros((C, max(n_clusters, int(y_pred.max()) + 1)), dtype=np.int64)
     np.add.at(cm, (y_true, y_pred), 1)
     r, k = linear_sum_assignment(-cm)
-    order = [k[np.argsort(r)][i] for i in range(len(r))] + [j for j in range(cm.shape[1]) if j not in set(k)]
-    return cm[:, order]
+    order = [int(k[np.argsort(r)][i]) for i in range(len(r))] + [j for j in range(cm.shape[1]) if j not in set(k)]
+    return (cm[:, order], order) if return_order else cm[:, order]
 
 def plot_confusion(y_true, y_pred, classes:list, n_clusters:int, title:str=""):
     "Heatmap of the matched confusion matrix, class names on the rows."
     import matplotlib.pyplot as plt, seaborn as sns
-    cm = matched_confusion(y_true, y_pred, n_clusters)
+    cm, order = matched_confusion(y_true, y_pred, n_clusters, return_order=True)
     side = min(12, 3 + 0.45 * cm.shape[1])
     fig, ax = plt.subplots(figsize=(side, min(12, 2.5 + 0.4 * cm.shape[0])))
     sns.heatmap(cm, annot=cm.shape[1] <= 20, fmt="d", cmap="Blues", cbar=False, ax=ax,
-                yticklabels=classes if len(classes) <= 40 else False)
-    ax.set_xlabel("cluster (matched order)"); ax.set_ylabel("true class"); ax.set_title(title or "confusion after Hungarian matching")
+                yticklabels=classes if len(classes) <= 40 else False, xticklabels=order if len(order) <= 40 else False)
+    ax.set_xlabel("cluster id (in matched order)"); ax.set_ylabel("true class"); ax.set_title(title or "confusion after Hungarian matching")
     fig.tight_layout(); return fig
 
 # %%
 _cm = matched_confusion([0, 0, 1, 1, 2], [2, 2, 0, 0, 1], 3)
 test_eq(np.diag(_cm).tolist(), [2, 2, 1])
+test_eq(matched_confusion([0, 0, 1, 1, 2], [2, 2, 0, 0, 1], 3, return_order=True)[1], [2, 0, 1])
 _ = plot_history(_tr.history, "2 epochs of CC on digits")
 
 # %%
