@@ -1,0 +1,527 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # CADEC: contrastive learning with deep-embedding cluster centres
+# > Sundareswaran et al., "Cluster Analysis with Deep Embeddings and Contrastive Learning" (2021): CC's instance contrast, DEC's centres and target distribution on the raw image, and an anchor loss tying augmented assignments to the raw one.
+
+# %%
+#| default_exp cadec
+
+# %%
+#| hide
+from nbdev.showdoc import show_doc
+from fastcore.test import test_eq, test_close, test_fail
+
+# %%
+#| export
+from __future__ import annotations
+import copy, os
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from deepcluster_nb.dec import student_t_assignment, target_distribution, cluster_loss, anchor_loss, kl_rows
+from deepcluster_nb.cc import instance_loss
+from deepcluster_nb.models import ClusterMethod, Batch, register_method, instance_projector, make_backbone
+from deepcluster_nb.data import PAPER_BENCHMARKS, DIGIT_DATASETS, ImageData
+from deepcluster_nb.augment import cc_recipe
+from deepcluster_nb.metrics import evaluate
+
+# %%
+import math, time, tempfile
+import matplotlib.pyplot as plt
+torch.manual_seed(0);
+
+# %% [markdown]
+# ## Three inputs, three losses
+# CC (the Contrastive Clustering chapter) clusters with a softmax head trained by contrasting its columns. CADEC keeps CC's
+# instance-level contrast but replaces the cluster head by DEC's machinery (previous chapter): $K$ learnable centres
+# $\mu_j$ in the backbone's feature space, Student's t soft assignments $q_{ij}$, and the sharpened target $p_{ij}$.
+# Every image of a mini-batch enters the backbone $f$ three times:
+#
+# | input | feature | used by |
+# |---|---|---|
+# | the raw image $x^0$ (resized and normalised, no augmentation) | $h^0 = f(x^0)$ | clustering loss, anchor |
+# | augmentation $x^1 = T^1(x)$ | $h^1 = f(x^1)$ | instance loss, anchor |
+# | augmentation $x^2 = T^2(x)$ | $h^2 = f(x^2)$ | instance loss, anchor |
+#
+# and the objective is
+#
+# $$\mathcal L = \alpha\,\mathcal L_{instance}(g_I(h^1), g_I(h^2)) + \beta\,\mathcal L_{cluster}(q^0) + \gamma\,\mathcal L_{anchor}(q^0, q^1, q^2),$$
+#
+# with $g_I$ CC's instance projector and $q^v_i$ the soft assignment of $h^v_i$ to the centres. The clustering loss
+# sees only the raw images: the paper's Table 3 reports that feeding augmented images there hurts (NMI 0.679 against
+# 0.772 on CIFAR-10). The anchor loss carries the clustering to the augmented views by asking their assignments to
+# match the raw one. An image is assigned to $\arg\max_j q^0_{ij}$ of its raw view.
+#
+# ### Where we follow the official code (the paper is silent or says otherwise)
+# - The assignments are computed on the backbone feature $h$ (512-d for ResNet-34), not on the 128-d projection $z$.
+#   The centres are an `nn.Parameter` trained by the same Adam step as the network.
+# - $P$ is recomputed from the current mini-batch at every step and detached; $f_j$ gets $+10^{-9}$, logarithms are of
+#   $q + 10^{-8}$ (all in the previous chapter's `cluster_loss` and `anchor_loss`). $q^0$ is detached in the anchor loss.
+# - The three views go through the backbone in three separate forward passes (so BatchNorm normalises each with its
+#   own statistics). We do the same.
+# - The instance projector is CC's two-layer MLP (the paper's implementation section mentions a single linear layer,
+#   its model section and the code the MLP), $\tau = 0.5$.
+# - The released training script weights the losses $1/1/1$; the paper states $\alpha=20, \beta=0.1, \gamma=0.1$. We
+#   default to the paper and offer the code's weights as `weights="code"`.
+# - The code fixes $K=10$ for the k-means initialisation; we take $K$ from the data set.
+
+# %% [markdown]
+# ## The instance loss
+# Exactly CC's, reused: NT-Xent with temperature $\tau = 0.5$ on the L2-normalised projections $z^v_i = g_I(h^v_i)$,
+# $v = 1, 2$, the other $2N-2$ views of the batch serving as negatives. A reminder of what it computes:
+
+# %%
+_z1, _z2 = torch.randn(16, 128), torch.randn(16, 128)
+_sim = F.normalize(torch.cat([_z1, _z2]), dim=1) @ F.normalize(torch.cat([_z1, _z2]), dim=1).t() / 0.5
+_ref = -sum(torch.log_softmax(_sim[i].masked_fill(torch.arange(32) == i, float("-inf")), 0)[(i + 16) % 32] for i in range(32)) / 32
+test_close(instance_loss(_z1, _z2, 0.5), _ref, eps=1e-5)
+
+# %% [markdown]
+# ## The anchor loss and the alternatives of Table 5
+# CADEC's anchor term is $\frac1N\sum_i[\mathrm{KL}(q^0_i\|q^1_i) + \mathrm{KL}(q^0_i\|q^2_i)]$ with $q^0$ fixed
+# (`deepcluster_nb.dec.anchor_loss`). The paper's ablation (Table 5, CIFAR-10) compares it with three other ways of
+# making the views agree; we implement all four so the ablation can be rerun (`anchor=...`):
+#
+# | `anchor` | objective per image | CIFAR-10 NMI / ACC / ARI (Table 5) |
+# |---|---|---|
+# | `"raw"` | $\mathrm{KL}(q^0_i\|q^1_i) + \mathrm{KL}(q^0_i\|q^2_i)$ | 0.772 / 0.805 / 0.698 |
+# | `"jsd"` | $\mathrm{JSD}(q^1_i\|q^2_i)$ | 0.730 / 0.768 / 0.617 |
+# | `"target"` | $\mathrm{KL}(p^0_i\|q^1_i) + \mathrm{KL}(p^0_i\|q^2_i)$ | 0.728 / 0.749 / 0.641 |
+# | `"crossed"` | $\mathrm{KL}(p^1_i\|q^2_i) + \mathrm{KL}(p^2_i\|q^1_i)$ | 0.718 / 0.651 / 0.578 |
+#
+# $p^v$ is the target distribution of $q^v$ and, as in the clustering loss, is held fixed. The Jensen–Shannon
+# divergence compares each of two distributions with their mixture $m = (a+b)/2$,
+# $\mathrm{JSD}(a\|b) = \tfrac12\mathrm{KL}(a\|m) + \tfrac12\mathrm{KL}(b\|m)$; it is symmetric, bounded by $\log 2$ and
+# lets gradient flow into both views (there is no anchor: the raw image plays no part).
+
+# %%
+#| export
+def jsd_rows(a:torch.Tensor, # (N, K) distributions (rows)
+             b:torch.Tensor, # (N, K) distributions
+            ) -> torch.Tensor: # (N,) Jensen–Shannon divergence of each pair of rows
+    "JSD(a_i ‖ b_i) = ½ KL(a_i ‖ m_i) + ½ KL(b_i ‖ m_i) with m_i = (a_i + b_i)/2."
+    m = (a + b) / 2
+    return 0.5 * kl_rows(a, m) + 0.5 * kl_rows(b, m)
+
+# %%
+_a, _b = torch.softmax(torch.randn(6, 5, dtype=torch.float64), 1), torch.softmax(torch.randn(6, 5, dtype=torch.float64), 1)
+_jl = torch.stack([sum(0.5 * _a[i, j] * math.log(2 * _a[i, j] / (_a[i, j] + _b[i, j])) +
+                       0.5 * _b[i, j] * math.log(2 * _b[i, j] / (_a[i, j] + _b[i, j])) for j in range(5)) for i in range(6)])
+test_close(jsd_rows(_a, _b), _jl, eps=1e-6)
+test_close(jsd_rows(_a, _b), jsd_rows(_b, _a), eps=1e-12)
+test_close(jsd_rows(torch.eye(3), torch.eye(3)[[1, 2, 0]]), torch.full((3,), math.log(2)), eps=1e-6)  # disjoint: log 2
+
+# %%
+#| export
+ANCHORS = ("raw", "jsd", "target", "crossed")
+
+def anchor_objective(q0:torch.Tensor, # (N, K) assignments of the raw images
+                     q1:torch.Tensor, # (N, K) assignments of the first augmented views
+                     q2:torch.Tensor, # (N, K) assignments of the second augmented views
+                     kind:str="raw", # "raw" (CADEC), or Table 5's "jsd", "target", "crossed"
+                    ) -> torch.Tensor: # scalar, mean over the batch
+    "CADEC's anchor loss (kind='raw') or one of the alternatives the paper compares in its Table 5."
+    if kind == "raw": return anchor_loss(q0, q1, q2)
+    if kind == "jsd": return jsd_rows(q1, q2).mean()
+    if kind == "target":
+        p0 = target_distribution(q0).detach()
+        return (kl_rows(p0, q1) + kl_rows(p0, q2)).mean()
+    if kind == "crossed":
+        p1, p2 = target_distribution(q1).detach(), target_distribution(q2).detach()
+        return (kl_rows(p1, q2) + kl_rows(p2, q1)).mean()
+    raise ValueError(f"Unknown anchor {kind!r}. Valid: {', '.join(ANCHORS)}")
+
+# %%
+show_doc(anchor_objective)
+
+# %% [markdown]
+# Each variant against a loop over its printed formula (the loops use exact logarithms; the exports add $10^{-8}$
+# inside them, as the official code does):
+
+# %%
+def _kl(p, q): return sum(p[j] * math.log(p[j] / q[j]) for j in range(len(p)))
+def anchor_loop(q0, q1, q2, kind):
+    N = q0.shape[0]
+    p0, p1, p2 = (target_distribution(q) for q in (q0, q1, q2))
+    per = {"raw": lambda i: _kl(q0[i], q1[i]) + _kl(q0[i], q2[i]),
+           "jsd": lambda i: 0.5 * _kl(q1[i], (q1[i] + q2[i]) / 2) + 0.5 * _kl(q2[i], (q1[i] + q2[i]) / 2),
+           "target": lambda i: _kl(p0[i], q1[i]) + _kl(p0[i], q2[i]),
+           "crossed": lambda i: _kl(p1[i], q2[i]) + _kl(p2[i], q1[i])}[kind]
+    return sum(per(i) for i in range(N)) / N
+
+_q0, _q1, _q2 = (torch.softmax(torch.randn(12, 4, dtype=torch.float64), 1) for _ in range(3))
+for _kind in ANCHORS:
+    test_close(anchor_objective(_q0, _q1, _q2, _kind), anchor_loop(_q0, _q1, _q2, _kind), eps=1e-6)
+for _kind in ("raw", "jsd"): test_close(anchor_objective(_q0, _q0, _q0, _kind), 0., eps=1e-9)   # agreeing views cost nothing
+test_close(anchor_objective(_q0, _q1, _q2, "jsd"), anchor_objective(_q1, _q1, _q2, "jsd"), eps=1e-12)  # JSD ignores the raw view
+test_fail(lambda: anchor_objective(_q0, _q1, _q2, "mse"), contains="Valid: raw, jsd")
+
+# %% [markdown]
+# ## The loss weights, and what Adam makes of them
+# The paper motivates $\alpha = 20, \beta = \gamma = 0.1$ as letting the instance loss lead while the two clustering
+# terms fine-tune; the released code uses $1/1/1$. With Adam the difference is smaller than the numbers suggest. Adam
+# divides each parameter's step by the root of a running mean of its own squared gradient (plus $\epsilon = 10^{-8}$),
+# so multiplying the loss that a parameter sees by a constant changes nothing for that parameter, up to $\epsilon$.
+# In CADEC the instance projector $g_I$ is reached only by $\mathcal L_{instance}$ and the centres $\mu$ only by
+# $\mathcal L_{cluster}$ and $\mathcal L_{anchor}$ — and $\beta = \gamma$ in both settings. The one place where the
+# weights matter is the backbone, the only module that all three losses share: there the paper's weights make the
+# clustering terms 200 times smaller relative to the instance loss than the code's. We check this on one Adam step
+# from the same starting point, after the method is defined below.
+
+# %% [markdown]
+# ## Initialising the centres
+# The centres start at k-means centroids of backbone embeddings of the raw images. Which backbone? The official code
+# clusters the output of the *untrained* network before the first step, and so do we: `on_train_start` runs once when
+# a run starts (not on resume, where the centres come back from the checkpoint). Two details matter.
+#
+# - **BatchNorm mode.** A training step computes $h^0$ with batch statistics. In evaluation mode a fresh network would
+#   instead use its initial running averages (mean 0, variance 1), and the features, hence the centres, would live on a
+#   different scale from the $h^0$ the first training steps assign. We embed in training mode, in mini-batches of the
+#   training batch size, and restore the BatchNorm running averages afterwards, so that initialising does not change
+#   the network.
+# - **How many images.** All of them, up to `init_images` (20,000 by default, a random subset above that), with 10
+#   k-means restarts (scikit-learn).
+
+# %%
+#| export
+@torch.no_grad()
+def backbone_embeddings(backbone:nn.Module, # the feature extractor f
+                        x:torch.Tensor, # (N, C, H, W) uint8 images (on the backbone's device)
+                        aug, # a `BatchAugment`: its `eval_view` resizes and normalises
+                        batch_size:int=256, # images per forward pass
+                        batch_stats:bool=True, # BatchNorm with batch statistics (as in a training step); running averages restored
+                       ) -> torch.Tensor: # (N, D) float32 features on the CPU
+    "Backbone features h = f(x) of un-augmented images, leaving the backbone's parameters and buffers as they were."
+    saved = copy.deepcopy(backbone.state_dict()) if batch_stats else None
+    was = backbone.training; backbone.train(batch_stats)
+    out = []
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+        for idx in torch.arange(len(x), device=x.device).tensor_split(max(1, -(-len(x) // batch_size))):  # equal sizes: no batch of one
+            out.append(backbone(aug.eval_view(x[idx])).float().cpu())
+    if saved is not None: backbone.load_state_dict(saved)
+    backbone.train(was)
+    return torch.cat(out)
+
+# %%
+from deepcluster_nb.data import load_dataset
+from deepcluster_nb.augment import BatchAugment
+from deepcluster_nb.train import channel_stats
+_digits = load_dataset("digits")
+_aug = BatchAugment(cc_recipe("digits", 8), *channel_stats(_digits.train.x))
+_bb, _fd = make_backbone("small_cnn", 1)
+_before = copy.deepcopy(_bb.state_dict())
+_h = backbone_embeddings(_bb, _digits.train.x, _aug, 128)
+test_eq(_h.shape, (1797, _fd))
+assert all(torch.equal(v, _bb.state_dict()[k]) for k, v in _before.items())   # BatchNorm running averages untouched
+test_eq(_bb.training, True)
+_h_eval = backbone_embeddings(_bb, _digits.train.x, _aug, 128, batch_stats=False)
+print(f"mean feature norm at initialisation: batch statistics {_h.norm(dim=1).mean():.2f}, "
+      f"initial running averages {_h_eval.norm(dim=1).mean():.2f}")
+assert not torch.allclose(_h, _h_eval, atol=1e-2)
+
+# %%
+#| export
+def kmeans_centers(features:torch.Tensor, # (N, D) features
+                   k:int, # number of clusters K
+                   seed:int=0, # k-means seed
+                   n_init:int=10, # restarts; the lowest inertia wins
+                  ) -> torch.Tensor: # (K, D) float32 centres
+    "scikit-learn k-means centroids of `features` (its OpenMP threads capped so as not to fight PyTorch's)."
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(max(1, (os.cpu_count() or 2) // 2)):
+        km = KMeans(k, n_init=n_init, random_state=seed).fit(features.double().numpy())
+    return torch.as_tensor(km.cluster_centers_, dtype=torch.float32)
+
+# %%
+_blobs = torch.cat([torch.randn(50, 3) * 0.1 + c for c in torch.eye(3) * 5])
+_c = kmeans_centers(_blobs, 3)
+test_eq(_c.shape, (3, 3))
+test_close(_c[_c[:, 0].argmax()], torch.tensor([5., 0, 0]), eps=0.1)
+test_close(kmeans_centers(_blobs, 3, seed=1).sort(0).values, _c.sort(0).values, eps=1e-4)   # well separated: any seed
+
+# %% [markdown]
+# How good is the starting point? k-means on the *untrained* small CNN's features of digits, scored like a clustering:
+
+# %%
+from deepcluster_nb.metrics import cluster_accuracy
+_c = kmeans_centers(_h, 10)
+_init_acc = cluster_accuracy(_digits.train.y, student_t_assignment(_h, _c).argmax(1).numpy())
+print(f"ACC of the initial centres (untrained backbone): {_init_acc:.3f}")
+assert _init_acc > 0.3   # random features of a CNN already carry some of the digit structure
+
+# %% [markdown]
+# ## The method
+# Defaults: the paper's settings on its benchmarks — ResNet-34 with the ImageNet stem at 224 px, CC's augmentation,
+# Adam with learning rate 3e-4 and no weight decay, batch 128, 2,000 epochs. On the small grey digit data sets (our CPU
+# default) the settings are ours: the small CNN at native size, the digits augmentation, batch 128, Adam with learning
+# rate 2e-3 (as for CC on digits; 1,797 images give only 14 steps per epoch) for 60 epochs on scikit-learn's digits.
+#
+# Hyperparameters: `tau` ($\tau$ of the instance loss), `z_dim` (projection size), `dof` (the kernel's $\alpha$),
+# `weights` (`"paper"`, `"code"` or three numbers $(\alpha, \beta, \gamma)$), `anchor` (see the table above),
+# `init_images` and `kmeans_restarts` (the initialisation).
+
+# %%
+#| export
+LOSS_WEIGHTS = {"paper": (20.0, 0.1, 0.1), "code": (1.0, 1.0, 1.0)}  # (α, β, γ) in L = α L_instance + β L_cluster + γ L_anchor
+
+def cadec_defaults(dataset:str) -> dict:
+    "CADEC's settings: the paper's on its benchmarks; a small CNN at native size on digits; ResNet-18 at native size on custom data."
+    if dataset in PAPER_BENCHMARKS:
+        return dict(backbone="resnet34", stem="imagenet", image_size=224, optimizer="adam", lr=3e-4, weight_decay=0.0,
+                    batch_size=128, epochs=2000, augment=cc_recipe)
+    if dataset in DIGIT_DATASETS:
+        return dict(backbone="small_cnn", stem="small", image_size="native", optimizer="adam", lr=2e-3, weight_decay=0.0,
+                    batch_size=128, epochs=60 if dataset == "digits" else 100, augment=cc_recipe)
+    return dict(backbone="resnet18", stem="small", image_size="native", optimizer="adam", lr=3e-4, weight_decay=0.0,
+                batch_size=128, epochs=200, augment=cc_recipe)
+
+@register_method
+class CADEC(ClusterMethod):
+    "CADEC: NT-Xent on two augmented views + DEC's clustering loss on the raw view + an anchor loss raw → augmented."
+    name = "cadec"
+    n_views = 2
+    needs_raw = True
+    def __init__(self, backbone, feat_dim, n_clusters, tau:float=0.5, z_dim:int=128, dof:float=1.0,
+                 weights:str|tuple="paper", anchor:str="raw", init_images:int=20000, kmeans_restarts:int=10):
+        if isinstance(weights, str) and weights not in LOSS_WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(LOSS_WEIGHTS)} or three numbers (α, β, γ), got {weights!r}")
+        if not isinstance(weights, str) and len(weights) != 3: raise ValueError(f"weights needs three numbers (α, β, γ), got {weights!r}")
+        if anchor not in ANCHORS: raise ValueError(f"Unknown anchor {anchor!r}. Valid: {', '.join(ANCHORS)}")
+        super().__init__(backbone, feat_dim, n_clusters, tau=tau, z_dim=z_dim, dof=dof, weights=weights, anchor=anchor,
+                         init_images=init_images, kmeans_restarts=kmeans_restarts)
+        self.w = tuple(float(v) for v in (LOSS_WEIGHTS[weights] if isinstance(weights, str) else weights))
+        self.instance_projector = instance_projector(feat_dim, z_dim)                 # g_I
+        self.centers = nn.Parameter(torch.randn(n_clusters, feat_dim))               # μ_j; k-means in `on_train_start`
+
+    @classmethod
+    def defaults(cls, dataset): return cadec_defaults(dataset)
+
+    def assign(self, h): return student_t_assignment(h, self.centers, self.hparams["dof"])   # q_ij
+    def project(self, h): return F.normalize(self.instance_projector(h), dim=1)             # z = g_I(h) / ‖g_I(h)‖
+
+    def training_step(self, batch:Batch, head:str="main") -> dict:
+        (x1, x2), x0 = batch.views, batch.raw
+        h0, h1, h2 = self.backbone(x0), self.backbone(x1), self.backbone(x2)     # three passes, as the official code
+        q0, q1, q2 = self.assign(h0), self.assign(h1), self.assign(h2)
+        l_ins = instance_loss(self.gather(self.project(h1)), self.gather(self.project(h2)), self.hparams["tau"])
+        l_clu = cluster_loss(self.gather(q0))              # f_j over the whole batch of raw images
+        l_anc = anchor_objective(q0, q1, q2, self.hparams["anchor"])
+        a, b, g = self.w
+        return {"loss": a * l_ins + b * l_clu + g * l_anc, "instance": l_ins.detach(), "cluster": l_clu.detach(),
+                "anchor": l_anc.detach()}
+
+    @torch.no_grad()
+    def init_centers(self, x:torch.Tensor, aug, batch_size:int=256, seed:int=0) -> torch.Tensor:
+        "Set μ to the k-means centroids of the backbone embeddings of (up to `init_images` of) the raw images `x`."
+        n = self.hparams["init_images"]
+        if n and n < len(x): x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values.to(x.device)]
+        h = backbone_embeddings(self.backbone, x, aug, batch_size)
+        self.centers.copy_(kmeans_centers(h, self.n_clusters, seed, self.hparams["kmeans_restarts"]).to(self.centers.device))
+        return h
+
+    def on_train_start(self, trainer): self.init_centers(trainer.x, trainer.aug, trainer.cfg.batch_size, trainer.cfg.seed)
+
+    def forward(self, x):
+        h = self.backbone(x)
+        return {"probs": self.assign(h), "features": h, "z": self.project(h)}
+
+# %%
+show_doc(CADEC)
+
+# %% [markdown]
+# Smoke checks of one step on a fixed batch: the losses are finite, gradient reaches the backbone, the projector and
+# the centres, and 20 Adam steps lower the total.
+
+# %%
+def _batch(x, n=64):
+    jit = lambda: _aug(x[:n])
+    return Batch(views=[jit(), jit()], index=torch.arange(n), raw=_aug.eval_view(x[:n]))
+
+torch.manual_seed(0)
+_m = CADEC(*make_backbone("small_cnn", 1), n_clusters=10)
+_m.init_centers(_digits.train.x[:256], _aug, 64)
+_b = _batch(_digits.train.x)
+_out = _m.training_step(_b)
+test_eq(set(_out), {"loss", "instance", "cluster", "anchor"})
+_out["loss"].backward()
+assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in (_m.centers, next(_m.backbone.parameters()), next(_m.instance_projector.parameters())))
+_o = _m(_b.raw)
+test_eq((_o["probs"].shape, _o["features"].shape, _o["z"].shape), ((64, 10), (64, 256), (64, 128)))
+test_close(_o["probs"].sum(1), torch.ones(64), eps=1e-5)
+_opt = torch.optim.Adam(_m.parameters(), 1e-3); _losses = []
+for _ in range(20):
+    _l = _m.training_step(_b)["loss"]; _opt.zero_grad(); _l.backward(); _opt.step(); _losses.append(_l.item())
+assert _losses[-1] < _losses[0], _losses
+test_fail(lambda: CADEC(*make_backbone("small_cnn", 1), 10, anchor="mse"), contains="Valid: raw")
+test_fail(lambda: CADEC(*make_backbone("small_cnn", 1), 10, weights="mine"), contains="paper, code")
+
+# %% [markdown]
+# Which view receives which gradient: with only the anchor loss switched on ($\alpha=\beta=0$) nothing flows back into
+# the raw images (their assignment is the fixed anchor); with only the clustering loss, nothing flows into the
+# augmented views.
+
+# %%
+def _input_grads(weights):
+    m = CADEC(*make_backbone("small_cnn", 1), n_clusters=10, weights=weights); m.init_centers(_digits.train.x[:256], _aug, 64)
+    b = _batch(_digits.train.x); b.raw.requires_grad_(); [v.requires_grad_() for v in b.views]
+    m.training_step(b)["loss"].backward()
+    return [None if t.grad is None else t.grad.abs().sum().item() for t in (b.raw, *b.views)]
+
+_raw, _v1, _v2 = _input_grads((0., 0., 1.))
+assert (_raw is None or _raw == 0) and _v1 > 0 and _v2 > 0
+_raw, _v1, _v2 = _input_grads((0., 1., 0.))
+assert _raw > 0 and (_v1 is None or _v1 == 0) and (_v2 is None or _v2 == 0)
+
+# %% [markdown]
+# The Adam claim from above: one step from identical starting points under the paper's and the code's weights. The
+# gradients reaching the centres differ exactly by the factor $\beta_{code}/\beta_{paper} = 10$, and the steps agree
+# up to the effect of $\epsilon$, which shows only in coordinates whose gradient is within a few orders of magnitude of
+# $10^{-8}$. In the backbone the two weightings point some coordinates' steps in opposite directions.
+
+# %%
+def _one_step(weights, lr=1e-3):
+    torch.manual_seed(1)
+    m = CADEC(*make_backbone("small_cnn", 1), n_clusters=10, weights=weights); m.init_centers(_digits.train.x[:256], _aug, 64)
+    start = copy.deepcopy(m.state_dict())
+    opt = torch.optim.Adam(m.parameters(), lr)
+    l = m.training_step(_b)["loss"]; opt.zero_grad(); l.backward(); g = m.centers.grad.clone(); opt.step()
+    return {k: v - start[k] for k, v in m.state_dict().items() if v.is_floating_point()}, g
+
+(_dp, _gp), (_dc, _gc) = _one_step("paper"), _one_step("code")
+test_close(_gc, 10 * _gp, eps=1e-6 * _gc.abs().max())
+for _k in ("centers", "instance_projector.0.weight", "backbone.net.0.weight"):
+    _d = (_dp[_k] - _dc[_k]).abs()
+    print(f"{_k:28s} median |Δ step| {_d.median():.1e}   share of coordinates whose step flips sign {(_dp[_k] * _dc[_k] < 0).float().mean():.3f}")
+assert (_dp["centers"] - _dc["centers"]).abs().median() < 1e-5 and (_dp["centers"] * _dc["centers"] < 0).float().mean() < 0.01
+assert (_dp["instance_projector.0.weight"] - _dc["instance_projector.0.weight"]).abs().median() < 1e-5
+assert (_dp["backbone.net.0.weight"] * _dc["backbone.net.0.weight"] < 0).float().mean() > 0.01
+
+# %% [markdown]
+# ## Two evaluations
+# The paper reports every data set twice: from the cluster predictions ($\arg\max_j q^0_{ij}$) and from k-means on the
+# learned representation. Its text says the representation is the output of the instance head ($z$), the official
+# evaluation clusters the backbone feature $h$; `representation` chooses. (The run report computes its own k-means on
+# the backbone features that every method returns.)
+
+# %%
+#| export
+@torch.no_grad()
+def cadec_evaluate(method:CADEC, # a trained CADEC model
+                   data:ImageData, # images and labels to evaluate on
+                   aug, # the run's `BatchAugment` (its `eval_view` resizes and normalises)
+                   representation:str="z", # "z": instance-head output (the paper's text), "h": backbone feature (the official code)
+                   batch_size:int=512, # images per forward pass
+                   seed:int=0, # k-means seed
+                   n_init:int=10, # k-means restarts
+                  ) -> dict: # {"cluster": {acc, nmi, ari}, "representation": {acc, nmi, ari}}
+    "CADEC's two evaluations: the argmax of the soft assignment q, and k-means on the learned representation."
+    if representation not in ("z", "h"): raise ValueError(f"representation must be 'z' or 'h', got {representation!r}")
+    was = method.training; method.eval()
+    dev = method.centers.device
+    probs, feats = [], []
+    for i in range(0, len(data), batch_size):
+        o = method(aug.eval_view(data.x[i:i + batch_size].to(dev)))
+        probs.append(o["probs"].float().cpu()); feats.append(o["z" if representation == "z" else "features"].float().cpu())
+    method.train(was)
+    pred = torch.cat(probs).argmax(1).numpy()
+    km = kmeans_centers(torch.cat(feats), method.n_clusters, seed, n_init)
+    km_pred = torch.cdist(torch.cat(feats), km).argmin(1).numpy()
+    return {"cluster": evaluate(data.y, pred), "representation": evaluate(data.y, km_pred)}
+
+# %%
+_e = cadec_evaluate(_m, _digits.train, _aug)
+test_eq(set(_e), {"cluster", "representation"}); test_eq(set(_e["cluster"]), {"acc", "nmi", "ari"})
+test_fail(lambda: cadec_evaluate(_m, _digits.train, _aug, representation="q"), contains="'z' or 'h'")
+
+# %% [markdown]
+# ## Training on digits
+# One call of the trainer with the digits defaults (60 epochs, 840 steps of three forward passes each). k-means on the
+# raw pixels reaches ACC 0.79 on these images; CADEC must beat it.
+
+# %%
+from deepcluster_nb.train import Trainer, TrainConfig, resolve_config, plot_history
+with tempfile.TemporaryDirectory() as _t:
+    _t0 = time.time()
+    _tr = Trainer(TrainConfig(method="cadec", dataset="digits", seed=0, progress=False, out_dir=_t), _digits)
+    _met = _tr.fit()
+    _secs = time.time() - _t0
+    _ev = {r: cadec_evaluate(_tr.method, _digits.train, _tr.aug, r) for r in ("z", "h")}
+print(f"{_secs:.0f} s;  cluster predictions: " + ", ".join(f"{k.upper()} {_met[k]:.3f}" for k in ("acc", "nmi", "ari")))
+for _r in ("z", "h"): print(f"k-means on {_r}: " + ", ".join(f"{k.upper()} {v:.3f}" for k, v in _ev[_r]["representation"].items()))
+assert _met["acc"] > 0.79, _met
+test_close(_ev["z"]["cluster"]["acc"], _met["acc"], eps=1e-9)   # the same predictions as the trainer's evaluation
+_ = plot_history(_tr.history, "CADEC on digits (seed 0)")
+
+# %% [markdown]
+# Two things stand out, here and in runs with other seeds (measured separately with this cell's settings: ACC of the
+# cluster predictions 0.820 for seed 0 on one CPU thread and 0.842 on two, where a different summation order changes
+# the trajectory; 0.860 for seed 1 and 0.833 for seed 2). First, k-means on the features of an *untrained* small CNN
+# already scored higher (the ACC printed in the initialisation section): in the first epochs the instance loss
+# reshapes the features faster than the centres follow — after 10 epochs the ACC was between 0.67 and 0.76 in our
+# runs — and the clustering recovers as the centres catch up. Second, k-means on the learned representation beats the
+# centres' own predictions (on $z$: ACC 0.946, 0.901 and 0.937 for seeds 0–2, one thread). With the paper's weights
+# the clustering terms barely shape the backbone, so the centres mostly inherit what the instance loss learns, and
+# they can settle with two centres on one digit while k-means on the same features separates all ten.
+
+# %% [markdown]
+# ## Ablations on digits
+# The paper's weights against the released code's, and the four anchor objectives, on digits with the same defaults
+# (each run as long as the one above, so this cell is not executed in the tests):
+
+# %%
+#| slow
+def _digits_run(seed, **hp):
+    with tempfile.TemporaryDirectory() as t:
+        m = Trainer(TrainConfig(method="cadec", dataset="digits", seed=seed, progress=False, out_dir=t, hparams=hp), _digits).fit()
+    return {k: round(m[k], 3) for k in ("acc", "nmi", "ari")}
+
+for _hp in [dict(weights="paper"), dict(weights="code"), dict(anchor="jsd"), dict(anchor="target"), dict(anchor="crossed")]:
+    print(_hp, [_digits_run(s, **_hp) for s in (0, 1)])
+
+# %% [markdown]
+# What we measured with these settings (60 epochs, one CPU thread; ACC / NMI / ARI of the cluster predictions, then
+# ACC of k-means on $z$ and on $h$):
+#
+# | setting | seed | clusters ACC / NMI / ARI | k-means on $z$: ACC | k-means on $h$: ACC |
+# |---|---|---|---|---|
+# | paper weights 20/0.1/0.1, `anchor="raw"` | 0 | 0.820 / 0.825 / 0.754 | 0.946 | 0.943 |
+# | | 1 | 0.860 / 0.815 / 0.770 | 0.901 | 0.955 |
+# | code weights 1/1/1, `anchor="raw"` | 0 | 0.751 / 0.858 / 0.718 | 0.926 | 0.737 |
+# | | 1 | 0.883 / 0.917 / 0.846 | 0.958 | 0.836 |
+# | paper weights, `anchor="jsd"` | 0 | 0.818 / 0.805 / 0.731 | 0.889 | 0.954 |
+# | paper weights, `anchor="target"` | 0 | 0.848 / 0.818 / 0.757 | 0.913 | 0.944 |
+# | paper weights, `anchor="crossed"` | 0 | 0.808 / 0.786 / 0.707 | 0.925 | 0.949 |
+#
+# The code's weights, which let the clustering terms shape the backbone, give higher NMI (0.858 and 0.917 against
+# 0.825 and 0.815) but a less stable ACC: with seed 0 the largest cluster held 19.5% of the images, two digits merged
+# into one cluster, which ACC punishes much more than NMI. On this small problem the anchor variants lie within four
+# points of each other on one seed (`"target"` 0.848, `"raw"` 0.820, `"jsd"` 0.818, `"crossed"` 0.808); one seed of
+# digits can neither confirm nor refute the paper's Table 5.
+
+# %% [markdown]
+# ## The paper's settings
+# On CIFAR-10 the defaults resolve to the paper's configuration: `papermill nbs/train.ipynb out.ipynb -p method cadec
+# -p dataset cifar10` is the full run (the data set itself is not loaded here).
+
+# %%
+from deepcluster_nb.data import ClusterData
+_img = ImageData(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), np.zeros(2, dtype=np.int64), [str(i) for i in range(10)])
+_cifar = ClusterData(_img, _img, 10, "cifar10")
+_cfg, _augc = resolve_config(TrainConfig(method="cadec", dataset="cifar10"), _cifar)
+test_eq((_cfg.backbone, _cfg.stem, _cfg.image_size, _cfg.optimizer, _cfg.lr, _cfg.weight_decay, _cfg.batch_size, _cfg.epochs),
+        ("resnet34", "imagenet", 224, "adam", 3e-4, 0.0, 128, 2000))
+test_eq((_augc.kind, _augc.size, _augc.blur_p), ("simclr", 224, 0.0))    # CC's recipe, no blur on CIFAR-10
+test_eq(CADEC.defaults("cifar10").get("hparams", {}), {})                 # paper weights 20/0.1/0.1, τ = 0.5, α = 1
+
+# %%
+#| hide
+import nbdev; nbdev.nbdev_export()
