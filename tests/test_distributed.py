@@ -19,3 +19,11 @@ def test_two_process_training_run(tmp_path):
     assert m["world_size"] == 2 and m["epochs"] == 2 and m["steps"] == 2 * (1797 // 128)
     ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ck["epoch"] == 2 and len(ck["history"]) == 2 and "acc" in ck["history"][-1]
+
+def test_tcc_queues_stay_identical_across_processes(tmp_path):
+    "TCC under DDP: after a few steps both processes hold the same momentum network, cluster queue P and instance queue Q."
+    out = tmp_path / "tcc.json"
+    run(TORCHRUN + ["ci/ddp_tcc_check.py", str(out)], timeout=300)
+    res = json.loads(out.read_text())
+    assert res["world_size"] == 2 and res["Q_ptr"] == 3 * 64 and res["P_ptr"] == 3 * 10 and res["queue_nonzero"], res
+    assert res["max_diff"] == 0.0, res
