@@ -138,6 +138,7 @@ class ClusterMethod(nn.Module):
     def training_step(self, batch:Batch, head:str="main") -> dict: raise NotImplementedError
     def forward(self, x:torch.Tensor) -> dict: raise NotImplementedError
     def on_train_start(self, trainer): pass
+    def on_resume(self, trainer): pass
     def after_step(self): pass
     def param_groups(self, weight_decay:float) -> list:
         "Parameter groups for the optimiser: all parameters with one weight decay (override to exclude some)."

@@ -329,6 +329,7 @@ class Trainer:
         ck_path = self.out_dir / "checkpoint.pt"
         if c.resume and ck_path.exists():
             self.load_state(torch.load(ck_path, map_location=self.device, weights_only=False))
+            self.method.on_resume(self)
             print(f"resumed from {ck_path} at epoch {self.epoch}")
         else:
             seed_everything(c.seed, 10**6); self.method.on_train_start(self)

@@ -185,7 +185,8 @@ test_eq(_q.queue[:, 0].tolist(), [2., 1., 1., 2., 2.]); test_eq(int(_q.ptr), 1)
 # - `forward(x)`: given normalised evaluation images, return `{"probs": (N, K) soft assignments, "features": (N, D)}`;
 # - `defaults(dataset)`: the paper's settings for a dataset (optimiser, learning rate, batch size, epochs,
 #   backbone, image size, augmentation, and the method's own hyperparameters);
-# - optionally `on_train_start(trainer)` (e.g. initialise cluster centres) and `after_step()` (e.g. momentum updates).
+# - optionally `on_train_start(trainer)` (e.g. initialise cluster centres), `on_resume(trainer)` (re-attach what a
+#   checkpoint does not hold, such as a reference to the training images) and `after_step()` (e.g. momentum updates).
 #
 # Losses that need the whole batch (every contrastive loss does) receive it through `self.gather`, which is the
 # identity on one process and an autograd-aware all-gather when the trainer runs data-parallel.
@@ -218,6 +219,7 @@ class ClusterMethod(nn.Module):
     def training_step(self, batch:Batch, head:str="main") -> dict: raise NotImplementedError
     def forward(self, x:torch.Tensor) -> dict: raise NotImplementedError
     def on_train_start(self, trainer): pass
+    def on_resume(self, trainer): pass
     def after_step(self): pass
     def param_groups(self, weight_decay:float) -> list:
         "Parameter groups for the optimiser: all parameters with one weight decay (override to exclude some)."

@@ -886,6 +886,10 @@ class CRLC(ClusterMethod):
             self.train(was)
             self.neighbors = knn_indices(z, hp["n_neighbors"]).to(dev)
 
+    def on_resume(self, trainer):
+        "Re-attach the training images for two-stage positives; the neighbour table itself comes from the checkpoint."
+        if self.hparams["two_stage"]: self._images = (trainer.x, trainer.aug)
+
     def _track(self, losses):
         "Running mean of each subhead's training loss, kept on the device (no host synchronisation)."
         m = self.hparams["loss_momentum"]
@@ -922,8 +926,8 @@ class CRLC(ClusterMethod):
 
     def _two_stage_step(self, batch, kw):
         if self._images is None:
-            raise RuntimeError("two-stage CRLC draws neighbour images from the training set attached in on_train_start; "
-                               "start the stage-two run fresh (resume=False)")
+            raise RuntimeError("two-stage CRLC draws neighbour images from the training set, which the trainer attaches "
+                               "(on_train_start, on_resume): train it through a Trainer")
         x, aug = self._images
         nb = self.neighbors[batch.index, torch.randint(self.neighbors.shape[1], batch.index.shape, device=batch.index.device)]
         h_a, h_n = self.features(batch.views[0], aug(x[nb]))

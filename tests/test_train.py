@@ -119,3 +119,16 @@ def test_tcc_resume_restores_queues_and_momentum_network(tmp_path):
     h_split = json.loads((tmp_path / "split" / "history.json").read_text())
     h_whole = json.loads((tmp_path / "whole" / "history.json").read_text())
     assert [h["loss"] for h in h_split] == [h["loss"] for h in h_whole]
+
+def test_two_stage_crlc_resumes_exactly(tmp_path):
+    "Stage two of CRLC (neighbour positives, frozen backbone) resumes from its checkpoint to the uninterrupted result."
+    base = dict(method="crlc", dataset="digits", subset=256, batch_size=64, eval_every=0, progress=False, seed=2)
+    Trainer(TrainConfig(out_dir=str(tmp_path / "stage1"), epochs=1, **base)).fit()
+    hp = dict(two_stage=True, freeze_backbone=True, n_neighbors=10, pretrained=str(tmp_path / "stage1" / "checkpoint.pt"))
+    Trainer(TrainConfig(out_dir=str(tmp_path / "split"), epochs=2, hparams=hp, **base)).fit()
+    resumed = Trainer(TrainConfig(out_dir=str(tmp_path / "split"), epochs=3, resume=True, hparams=hp, **base)).fit()
+    whole = Trainer(TrainConfig(out_dir=str(tmp_path / "whole"), epochs=3, hparams=hp, **base)).fit()
+    for k in ("acc", "nmi", "ari", "cluster_sizes"): assert resumed[k] == whole[k], k
+    h_split = json.loads((tmp_path / "split" / "history.json").read_text())
+    h_whole = json.loads((tmp_path / "whole" / "history.json").read_text())
+    assert len(h_split) == 3 and [h["loss"] for h in h_split] == [h["loss"] for h in h_whole]
