@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #08f99de0
 from __future__ import annotations
-import os, json, hashlib
+import os, json, hashlib, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 # %% auto #0
 __all__ = ['DATA_ENV', 'IMG_EXT', 'CIFAR100_COARSE', 'CIFAR100_SUPERCLASSES', 'TV_DATASETS', 'FOLDER_DATASETS', 'DATASETS',
            'PAPER_BENCHMARKS', 'DIGIT_DATASETS', 'NATIVE_SIZE', 'ImageData', 'ClusterData', 'data_root',
-           'DatasetNotFound', 'load_digits_data', 'load_npz', 'load_image_folder', 'load_dataset']
+           'DatasetNotFound', 'load_digits_data', 'load_npz', 'load_image_folder', 'load_npz_dataset', 'load_dataset']
 
 # %% ../nbs/02_data.ipynb #b1351cc2
 @dataclass
@@ -70,7 +70,8 @@ def _missing(name, root, expect, err=None):
     msg = (f"Dataset {name!r} was not found under {root} and could not be downloaded"
            + (f" ({type(err).__name__}: {err})" if err else "") + ".\n"
            f"Put the files here:\n  {expect}\n"
-           f"or point the data root elsewhere with data_root=... or the environment variable {DATA_ENV}.")
+           + (f"or a compact copy {root}/{name}.npz (arrays x, y, optional classes and split)\n" if name in TV_DATASETS else "")
+           + f"or point the data root elsewhere with data_root=... or the environment variable {DATA_ENV}.")
     return DatasetNotFound(msg)
 
 # %% ../nbs/02_data.ipynb #fa512a41
@@ -186,6 +187,22 @@ def _concat(a: ImageData, b: ImageData) -> ImageData:
     return ImageData(torch.cat([a.x, b.x]), np.concatenate([a.y, b.y]), a.classes, a.name)
 
 # %% ../nbs/02_data.ipynb #b8aef438
+def load_npz_dataset(path, # an .npz file: x, y, optionally classes and split (0 = train, 1 = test)
+                     name:str|None=None, # the dataset's name (default: the file's stem)
+                     protocol:str="paper", # "paper": every image; "train-test": split 0 trains, split 1 evaluates
+                    ) -> ClusterData:
+    "An `.npz` file as a clustering dataset, using its optional `split` array for the train-test protocol."
+    d = load_npz(path); d.name = name or d.name
+    with np.load(path, allow_pickle=False) as f: split = f["split"] if "split" in f else None
+    if protocol != "train-test": return ClusterData(d, d, d.n_classes, d.name)
+    if split is None:
+        warnings.warn(f"{path} has no 'split' array (0 = train, 1 = test): training and evaluating on all images")
+        return ClusterData(d, d, d.n_classes, d.name)
+    if split.shape != d.y.shape or not np.isin(split, (0, 1)).all(): raise ValueError(f"{path}: 'split' must hold 0 or 1 per image")
+    tr, te = (ImageData(d.x[torch.from_numpy(split == s)], d.y[split == s], d.classes, d.name) for s in (0, 1))
+    return ClusterData(tr, te, d.n_classes, d.name)
+
+# %% ../nbs/02_data.ipynb #ddbbd4c3
 def load_dataset(name:str="digits", # a name in `DATASETS`, a path to an `.npz` file or an ImageFolder, or NAME of NAME.npz in the data root
                  root=None, # data root (default `$DEEPCLUSTER_DATA` or `data/`)
                  protocol:str="paper", # "paper": train and evaluate on the paper's split(s); "train-test": train on train, evaluate on test
@@ -199,6 +216,8 @@ def load_dataset(name:str="digits", # a name in `DATASETS`, a path to an `.npz` 
     p = Path(str(name)).expanduser()
     if name == "digits":
         d = load_digits_data(); return ClusterData(d, d, 10, "digits")
+    if name in TV_DATASETS and (root / f"{name}.npz").exists():   # a compact copy stands in for the torchvision files
+        return load_npz_dataset(root / f"{name}.npz", name, protocol)
     if name in TV_DATASETS:
         tr, te = _tv_split(name, root, "train", download), _tv_split(name, root, "test", download)
         extra = _tv_split(name, root, "unlabeled", download) if name == "stl10" and stl10_unlabeled else None
@@ -212,8 +231,7 @@ def load_dataset(name:str="digits", # a name in `DATASETS`, a path to an `.npz` 
         d = load_image_folder(root / sub, folder_size or NATIVE_SIZE[name], root / "cache"); d.name = name
         return ClusterData(d, d, k, name)
     if p.suffix == ".npz" or (root / f"{name}.npz").exists():
-        d = load_npz(p if p.suffix == ".npz" else root / f"{name}.npz")
-        return ClusterData(d, d, d.n_classes, d.name)
+        return load_npz_dataset(p if p.suffix == ".npz" else root / f"{name}.npz", None, protocol)
     if p.is_dir():
         d = load_image_folder(p, folder_size or 96, root / "cache")
         return ClusterData(d, d, d.n_classes, d.name)

@@ -21,7 +21,7 @@ from fastcore.test import test_eq, test_close, test_fail
 # %%
 #| export
 from __future__ import annotations
-import os, json, hashlib
+import os, json, hashlib, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -106,7 +106,8 @@ def _missing(name, root, expect, err=None):
     msg = (f"Dataset {name!r} was not found under {root} and could not be downloaded"
            + (f" ({type(err).__name__}: {err})" if err else "") + ".\n"
            f"Put the files here:\n  {expect}\n"
-           f"or point the data root elsewhere with data_root=... or the environment variable {DATA_ENV}.")
+           + (f"or a compact copy {root}/{name}.npz (arrays x, y, optional classes and split)\n" if name in TV_DATASETS else "")
+           + f"or point the data root elsewhere with data_root=... or the environment variable {DATA_ENV}.")
     return DatasetNotFound(msg)
 
 # %% [markdown]
@@ -288,6 +289,45 @@ NATIVE_SIZE = {"digits": 8, "mnist": 28, "usps": 16, "cifar10": 32, "cifar100": 
 def _concat(a: ImageData, b: ImageData) -> ImageData:
     return ImageData(torch.cat([a.x, b.x]), np.concatenate([a.y, b.y]), a.classes, a.name)
 
+# %% [markdown]
+# An `.npz` may also carry a `split` array (0 = original training image, 1 = original test image), as the compact USPS
+# copy does; then the train-test protocol can train on one part and evaluate on the other. A file named after a
+# benchmark (`usps.npz`, `mnist.npz`, ...) in the data root stands in for the torchvision files of that benchmark, and
+# the run keeps the benchmark's name, so the methods' settings for it apply.
+
+# %%
+#| export
+def load_npz_dataset(path, # an .npz file: x, y, optionally classes and split (0 = train, 1 = test)
+                     name:str|None=None, # the dataset's name (default: the file's stem)
+                     protocol:str="paper", # "paper": every image; "train-test": split 0 trains, split 1 evaluates
+                    ) -> ClusterData:
+    "An `.npz` file as a clustering dataset, using its optional `split` array for the train-test protocol."
+    d = load_npz(path); d.name = name or d.name
+    with np.load(path, allow_pickle=False) as f: split = f["split"] if "split" in f else None
+    if protocol != "train-test": return ClusterData(d, d, d.n_classes, d.name)
+    if split is None:
+        warnings.warn(f"{path} has no 'split' array (0 = train, 1 = test): training and evaluating on all images")
+        return ClusterData(d, d, d.n_classes, d.name)
+    if split.shape != d.y.shape or not np.isin(split, (0, 1)).all(): raise ValueError(f"{path}: 'split' must hold 0 or 1 per image")
+    tr, te = (ImageData(d.x[torch.from_numpy(split == s)], d.y[split == s], d.classes, d.name) for s in (0, 1))
+    return ClusterData(tr, te, d.n_classes, d.name)
+
+# %%
+show_doc(load_npz_dataset)
+
+# %%
+with tempfile.TemporaryDirectory() as _t:
+    _p = Path(_t) / "toy.npz"
+    np.savez(_p, x=np.arange(5 * 4, dtype=np.uint8).reshape(5, 2, 2), y=np.array([0, 1, 1, 0, 1]), split=np.array([0, 0, 1, 0, 1]))
+    _all, _tt = load_npz_dataset(_p, "usps"), load_npz_dataset(_p, "usps", "train-test")
+    test_eq((len(_all.train), _all.eval is _all.train, _all.name), (5, True, "usps"))
+    test_eq((_tt.train.y.tolist(), _tt.eval.y.tolist()), ([0, 1, 0], [1, 1]))
+    test_eq(_tt.eval.x[0, 0].flatten().tolist(), [8, 9, 10, 11])                   # image 2 is the first test image
+    np.savez(_p, x=np.zeros((3, 2, 2), np.uint8), y=np.array([0, 1, 1]))
+    with warnings.catch_warnings(record=True) as _w:
+        warnings.simplefilter("always"); _nosplit = load_npz_dataset(_p, protocol="train-test")
+    assert _nosplit.eval is _nosplit.train and "no 'split'" in str(_w[0].message)
+
 # %%
 #| export
 def load_dataset(name:str="digits", # a name in `DATASETS`, a path to an `.npz` file or an ImageFolder, or NAME of NAME.npz in the data root
@@ -303,6 +343,8 @@ def load_dataset(name:str="digits", # a name in `DATASETS`, a path to an `.npz` 
     p = Path(str(name)).expanduser()
     if name == "digits":
         d = load_digits_data(); return ClusterData(d, d, 10, "digits")
+    if name in TV_DATASETS and (root / f"{name}.npz").exists():   # a compact copy stands in for the torchvision files
+        return load_npz_dataset(root / f"{name}.npz", name, protocol)
     if name in TV_DATASETS:
         tr, te = _tv_split(name, root, "train", download), _tv_split(name, root, "test", download)
         extra = _tv_split(name, root, "unlabeled", download) if name == "stl10" and stl10_unlabeled else None
@@ -316,8 +358,7 @@ def load_dataset(name:str="digits", # a name in `DATASETS`, a path to an `.npz` 
         d = load_image_folder(root / sub, folder_size or NATIVE_SIZE[name], root / "cache"); d.name = name
         return ClusterData(d, d, k, name)
     if p.suffix == ".npz" or (root / f"{name}.npz").exists():
-        d = load_npz(p if p.suffix == ".npz" else root / f"{name}.npz")
-        return ClusterData(d, d, d.n_classes, d.name)
+        return load_npz_dataset(p if p.suffix == ".npz" else root / f"{name}.npz", None, protocol)
     if p.is_dir():
         d = load_image_folder(p, folder_size or 96, root / "cache")
         return ClusterData(d, d, d.n_classes, d.name)
@@ -350,6 +391,8 @@ with tempfile.TemporaryDirectory() as _t:
 if (data_root() / "usps.npz").exists():
     _u = load_dataset(str(data_root() / "usps.npz"))
     test_eq(len(_u.train), 9298); test_eq(_u.n_clusters, 10)
+    _u = load_dataset("usps", protocol="train-test")            # by the benchmark's name, original splits
+    test_eq((len(_u.train), len(_u.eval), _u.name), (7291, 2007, "usps"))
 
 # %% [markdown]
 # A look at the default dataset:

@@ -106,6 +106,15 @@ def test_real_data_npz_run(tmp_path):
                             backbone="small_cnn", epochs=1, batch_size=256)).fit()
     assert sum(m["cluster_sizes"]) == 9298 and 0 <= m["acc"] <= 1
 
+def test_benchmark_name_loads_the_npz_copy_with_its_splits(tmp_path):
+    "`dataset=usps` finds usps.npz in the data root; CRLC's train-test protocol trains on 7,291 and evaluates on 2,007."
+    from conftest import shared_npz
+    shared_npz("usps.npz")
+    tr = Trainer(TrainConfig(method="crlc", dataset="usps", out_dir=str(tmp_path), progress=False, max_steps=3, eval_every=0))
+    m = tr.fit()
+    assert (tr.cfg.protocol, tr.cfg.backbone, len(tr.train_data)) == ("train-test", "small_cnn", 7291)
+    assert sum(m["cluster_sizes"]) == 2007 and 0 <= m["acc"] <= 1
+
 def test_tcc_resume_restores_queues_and_momentum_network(tmp_path):
     "TCC's state beyond the weights — momentum network, cluster queue P, capped instance queue Q — survives a resume exactly."
     cfg = dict(method="tcc", dataset="digits", subset=256, batch_size=64, eval_every=0, progress=False, seed=5,
