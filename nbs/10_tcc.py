@@ -671,11 +671,14 @@ from deepcluster_nb.train import plot_history, predict
 from deepcluster_nb.report import kmeans_labels
 from deepcluster_nb.metrics import evaluate
 _digits = load_dataset("digits")
+_threads = torch.get_num_threads()
+torch.set_num_threads(1)   # 8×8 images: a second thread gains little, and on a busy machine two threads stall each other
 with tempfile.TemporaryDirectory() as _t:
     _t0 = time.time()
     _tr = Trainer(TrainConfig(method="tcc", dataset="digits", seed=0, progress=False, out_dir=_t), _digits)
     _met = _tr.fit()
     _secs = time.time() - _t0
+torch.set_num_threads(_threads)
 _out = predict(_tr.method, _digits.train, _tr.aug)
 _km = evaluate(_digits.train.y, kmeans_labels(_out["features"], 10))
 print(f"{_secs:.0f} s;  argmax of q(k|x): " + ", ".join(f"{k.upper()} {_met[k]:.3f}" for k in ("acc", "nmi", "ari")))
