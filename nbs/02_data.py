@@ -303,8 +303,8 @@ def load_npz_dataset(path, # an .npz file: x, y, optionally classes and split (0
                     ) -> ClusterData:
     "An `.npz` file as a clustering dataset, using its optional `split` array for the train-test protocol."
     d = load_npz(path); d.name = name or d.name
-    with np.load(path, allow_pickle=False) as f: split = f["split"] if "split" in f else None
     if protocol != "train-test": return ClusterData(d, d, d.n_classes, d.name)
+    with np.load(path, allow_pickle=False) as f: split = f["split"] if "split" in f else None
     if split is None:
         warnings.warn(f"{path} has no 'split' array (0 = train, 1 = test): training and evaluating on all images")
         return ClusterData(d, d, d.n_classes, d.name)
