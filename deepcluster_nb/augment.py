@@ -13,7 +13,8 @@ import torch.nn.functional as F
 __all__ = ['GRAY_WEIGHTS', 'JITTER_OPS', 'JITTER_IDENTITY', 'to_float', 'to_device', 'random_resized_crop_params', 'resized_crop',
            'adjust_brightness', 'adjust_contrast', 'adjust_saturation', 'rgb_to_hsv', 'hsv_to_rgb', 'adjust_hue_hsv',
            'adjust_hue', 'color_jitter_params', 'apply_color_jitter', 'color_jitter', 'apply_grayscale',
-           'random_grayscale', 'gaussian_blur', 'random_affine', 'AugmentConfig', 'cc_recipe', 'BatchAugment']
+           'random_grayscale', 'gaussian_blur', 'random_affine', 'AugmentConfig', 'cc_recipe', 'BatchAugment',
+           'replay_per_image']
 
 # %% ../nbs/03_augment.ipynb #41875d4c
 def to_float(x:torch.Tensor) -> torch.Tensor:
@@ -333,3 +334,23 @@ class BatchAugment(torch.nn.Module):
             x = (x + c.noise * torch.randn(x.shape, device=x.device, generator=generator)).clamp_(0, 1)
             return self.normalize(x)
         return self.apply(x, self.sample_params(x.shape[0], x.shape[-2], x.shape[-1], generator))
+
+# %% ../nbs/03_augment.ipynb #6fde4b46
+def replay_per_image(x:torch.Tensor, # (N, C, H, W) uint8 images
+                     p:dict, # the parameters `BatchAugment` drew for them (`sample_params`)
+                     cfg:AugmentConfig, # the recipe
+                    ) -> torch.Tensor: # (N, C, size, size) float in [0, 1], before normalisation
+    "Slow reference of `BatchAugment.apply`: the same parameters applied image by image with torchvision's functional ops."
+    import torchvision.transforms.v2.functional as TF
+    jitter_ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    out = []
+    for i in range(len(x)):
+        t, l, h, w = p["boxes"][i].int().tolist()
+        y = TF.resized_crop(to_float(x[i]), t, l, h, w, [cfg.size, cfg.size], antialias=False)
+        if p["flip"][i]: y = TF.horizontal_flip(y)
+        if p["jitter_apply"][i]:
+            for k in p["jitter_order"][i].tolist(): y = jitter_ops[k](y, float(p["jitter_factors"][i, k]))
+        if p["gray"][i]: y = TF.rgb_to_grayscale(y, 3)
+        if p["blur_sigma"][i] > 0: y = TF.gaussian_blur(y, [cfg.blur_kernel] * 2, [float(p["blur_sigma"][i])] * 2)
+        out.append(y)
+    return torch.stack(out)

@@ -592,25 +592,35 @@ show_doc(BatchAugment.apply)
 # switched on to cover it too):
 
 # %%
-def replay(x, p, cfg):
-    "Per-image reference of `BatchAugment.apply` (before normalisation) with torchvision's functional ops."
+#| export
+def replay_per_image(x:torch.Tensor, # (N, C, H, W) uint8 images
+                     p:dict, # the parameters `BatchAugment` drew for them (`sample_params`)
+                     cfg:AugmentConfig, # the recipe
+                    ) -> torch.Tensor: # (N, C, size, size) float in [0, 1], before normalisation
+    "Slow reference of `BatchAugment.apply`: the same parameters applied image by image with torchvision's functional ops."
+    import torchvision.transforms.v2.functional as TF
+    jitter_ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
     out = []
     for i in range(len(x)):
         t, l, h, w = p["boxes"][i].int().tolist()
         y = TF.resized_crop(to_float(x[i]), t, l, h, w, [cfg.size, cfg.size], antialias=False)
         if p["flip"][i]: y = TF.horizontal_flip(y)
         if p["jitter_apply"][i]:
-            for k in p["jitter_order"][i].tolist(): y = _tv_ops[k](y, float(p["jitter_factors"][i, k]))
+            for k in p["jitter_order"][i].tolist(): y = jitter_ops[k](y, float(p["jitter_factors"][i, k]))
         if p["gray"][i]: y = TF.rgb_to_grayscale(y, 3)
         if p["blur_sigma"][i] > 0: y = TF.gaussian_blur(y, [cfg.blur_kernel] * 2, [float(p["blur_sigma"][i])] * 2)
         out.append(y)
     return torch.stack(out)
 
+# %%
+show_doc(replay_per_image)
+
+# %%
 _cfg = AugmentConfig(size=20, jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5, blur_kernel=9)
 _aug = BatchAugment(_cfg, mean=[0.] * 3, std=[1.] * 3)
 _x = (torch.rand(24, 3, 28, 30) * 255).to(torch.uint8)
 _p = _aug.sample_params(24, 28, 30, torch.Generator().manual_seed(2))
-test_close(_aug.apply(_x, _p), replay(_x, _p, _cfg), eps=2e-5)
+test_close(_aug.apply(_x, _p), replay_per_image(_x, _p, _cfg), eps=2e-5)
 assert _p["blur_sigma"].gt(0).any() and _p["blur_sigma"].eq(0).any() and _p["gray"].any() and _p["flip"].any()
 
 # %% [markdown]

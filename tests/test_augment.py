@@ -5,7 +5,7 @@ import torchvision.transforms.v2.functional as TF
 
 from deepcluster_nb.augment import (AugmentConfig, BatchAugment, adjust_brightness, adjust_contrast, adjust_hue,
                                     adjust_saturation, apply_color_jitter, apply_grayscale, color_jitter_params,
-                                    gaussian_blur, random_resized_crop_params, resized_crop, to_float)
+                                    gaussian_blur, random_resized_crop_params, replay_per_image, resized_crop, to_float)
 
 TV_JITTER = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
 
@@ -101,28 +101,13 @@ def test_blur_per_image_sigma_matches_torchvision():
     torch.testing.assert_close(y[3], x[3])
 
 
-def replay(x, p, cfg):
-    "The module's recipe, one image at a time, with torchvision's functional ops."
-    out = []
-    for i in range(len(x)):
-        t, l, h, w = p["boxes"][i].int().tolist()
-        y = TF.resized_crop(to_float(x[i]), t, l, h, w, [cfg.size, cfg.size], antialias=False)
-        if p["flip"][i]: y = TF.horizontal_flip(y)
-        if p["jitter_apply"][i]:
-            for k in p["jitter_order"][i].tolist(): y = TV_JITTER[k](y, float(p["jitter_factors"][i, k]))
-        if p["gray"][i]: y = TF.rgb_to_grayscale(y, 3)
-        if p["blur_sigma"][i] > 0: y = TF.gaussian_blur(y, [cfg.blur_kernel] * 2, [float(p["blur_sigma"][i])] * 2)
-        out.append(y)
-    return torch.stack(out)
-
-
 @pytest.mark.parametrize("cfg", [AugmentConfig(size=32), AugmentConfig(size=24, jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5, blur_kernel=9)])
 def test_module_matches_per_image_replay(cfg):
     n = 32
     aug = BatchAugment(cfg, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])
     x = (images(n, 32, 32, seed=7) * 255).to(torch.uint8)
     p = aug.sample_params(n, 32, 32, torch.Generator().manual_seed(8))
-    ref = (replay(x, p, cfg) - aug.mean) / aug.std
+    ref = (replay_per_image(x, p, cfg) - aug.mean) / aug.std
     torch.testing.assert_close(aug.apply(x, p), ref, atol=2e-5 / 0.2, rtol=0)
 
 
