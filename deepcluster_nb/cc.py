@@ -8,12 +8,13 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .infonce import nt_xent
-from .models import ClusterMethod, Batch, register_method, instance_projector, cluster_head, make_backbone
+from .infonce import nt_xent, marginal_entropy_penalty
+from .models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector,
+                                   cluster_head, make_backbone)
 from .data import PAPER_BENCHMARKS, DIGIT_DATASETS
 
 # %% auto #0
-__all__ = ['instance_loss', 'marginal_entropy_penalty', 'cluster_loss', 'cc_defaults', 'CC']
+__all__ = ['CC_PAPER', 'CC_SETTINGS', 'instance_loss', 'cluster_loss', 'CC', 'cc_defaults']
 
 # %% ../nbs/06_cc.ipynb #4dc80785
 def instance_loss(z_a:torch.Tensor, # (N, D) instance projections of view a (L2-normalised inside)
@@ -24,12 +25,6 @@ def instance_loss(z_a:torch.Tensor, # (N, D) instance projections of view a (L2-
     return nt_xent(z_a, z_b, temperature)
 
 # %% ../nbs/06_cc.ipynb #ed4f80cf
-def marginal_entropy_penalty(c:torch.Tensor, # (N, K) soft assignments of one view
-                            ) -> torch.Tensor: # scalar log K − H(P), P the batch-mean assignment
-    "log K − H(P) for the batch marginal P = Σ_i c_i / Σ c: zero at uniform cluster usage, log K at collapse."
-    p = c.float().sum(0); p = p / p.sum()
-    return math.log(c.shape[1]) + (p * torch.log(p.clamp(min=1e-12))).sum()
-
 def cluster_loss(c_a:torch.Tensor, # (N, K) softmax probabilities of view a
                  c_b:torch.Tensor, # (N, K) softmax probabilities of view b
                  temperature:float=1.0, # τ_C
@@ -38,29 +33,39 @@ def cluster_loss(c_a:torch.Tensor, # (N, K) softmax probabilities of view a
     return nt_xent(c_a.t(), c_b.t(), temperature) + marginal_entropy_penalty(c_a) + marginal_entropy_penalty(c_b)
 
 # %% ../nbs/06_cc.ipynb #61cce779
-def cc_defaults(dataset:str) -> dict:
-    "CC's settings: the paper's on its benchmarks; a small CNN at native size on digits; ResNet-18 at native size on custom data."
-    if dataset in PAPER_BENCHMARKS:
-        return dict(backbone="resnet34", stem="imagenet", image_size=224, optimizer="adam", lr=3e-4, weight_decay=0.0,
-                    batch_size=256, epochs=1000)
-    if dataset in DIGIT_DATASETS:
-        return dict(backbone="small_cnn", stem="small", image_size="native", optimizer="adam", lr=2e-3, weight_decay=0.0,
-                    batch_size=128, epochs=80 if dataset == "digits" else 100)
-    return dict(backbone="resnet18", stem="small", image_size="native", optimizer="adam", lr=3e-4, weight_decay=0.0,
-                batch_size=256, epochs=200)
+CC_PAPER = Paper(
+    cite="Li, Hu, Liu, Peng, Zhou, Peng: Contrastive Clustering (AAAI 2021; journal version)", short="Li et al. 2021 (CC)",
+    epochs=1000, epochs_from="Sec. 4.1.2",
+    note="ResNet-34 at 224 px; STL-10 also uses its 100k unlabelled images for the instance head",
+    results=(("cifar10", "head", 0.790, 0.705, 0.637, "Table 2"), ("cifar100", "head", 0.429, 0.431, 0.266, "Table 2"),
+             ("stl10", "head", 0.850, 0.764, 0.726, "Table 2"), ("imagenet10", "head", 0.893, 0.859, 0.822, "Table 2"),
+             ("imagenet_dogs", "head", 0.429, 0.445, 0.274, "Table 2"), ("tiny_imagenet", "head", 0.140, 0.340, 0.071, "Table 2")))
+
+CC_SETTINGS = Settings(
+    setting("*", "ours: ResNet-18 at native size for data the paper does not use", backbone="resnet18", stem="small",
+            image_size="native", optimizer="adam", lr=3e-4, weight_decay=0.0, batch_size=256, epochs=200),
+    setting(PAPER_BENCHMARKS, "Sec. 4.1.2: ResNet-34, inputs resized to 224, no modification", backbone="resnet34",
+            stem="imagenet", image_size=224),
+    setting(PAPER_BENCHMARKS, "Sec. 4.1.2: Adam, lr 0.0003, no weight decay or scheduler", optimizer="adam", lr=3e-4,
+            weight_decay=0.0, schedule="constant"),
+    setting(PAPER_BENCHMARKS, "Sec. 4.1.2: batch 256, 1,000 epochs", batch_size=256, epochs=1000),
+    setting(PAPER_BENCHMARKS, "Sec. 4.1.2: τ_I = 0.5, τ_C = 1.0, 128-d instance space", hparams=dict(tau_i=0.5, tau_c=1.0, z_dim=128)),
+    setting(PAPER_BENCHMARKS, "Sec. 4.1.1: train and test splits where both exist", protocol="paper"),
+    setting(DIGIT_DATASETS, "ours: the small CNN at native size on CPU", backbone="small_cnn", stem="small", image_size="native",
+            optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=128, epochs=100),
+    setting("digits", "ours: 1,797 images give 14 steps per epoch", epochs=80),
+)
 
 @register_method
 class CC(ClusterMethod):
     "Contrastive Clustering: instance-level NT-Xent on projections + cluster-level NT-Xent on soft-label columns."
-    name = "cc"
+    name, paper, settings = "cc", CC_PAPER, CC_SETTINGS
+    column_contrast = True
     def __init__(self, backbone, feat_dim, n_clusters, tau_i:float=0.5, tau_c:float=1.0, z_dim:int=128,
                  joint_forward:bool=False):
         super().__init__(backbone, feat_dim, n_clusters, tau_i=tau_i, tau_c=tau_c, z_dim=z_dim, joint_forward=joint_forward)
         self.instance_projector = instance_projector(feat_dim, z_dim)
         self.cluster_projector = cluster_head(feat_dim, n_clusters)
-
-    @classmethod
-    def defaults(cls, dataset): return cc_defaults(dataset)
 
     def heads(self, h): return F.normalize(self.instance_projector(h), dim=1), self.cluster_projector(h)
 
@@ -78,3 +83,8 @@ class CC(ClusterMethod):
         h = self.backbone(x)
         z, c = self.heads(h)
         return {"probs": c, "features": h, "z": z}
+
+# %% ../nbs/06_cc.ipynb #438143b6
+def cc_defaults(dataset:str) -> dict:
+    "CC's settings for `dataset` (see `CC_SETTINGS`)."
+    return CC_SETTINGS.resolve(dataset)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['info_nce', 'infonce_bound', 'nt_xent', 'nt_xent_grad']
+__all__ = ['info_nce', 'infonce_bound', 'nt_xent', 'nt_xent_grad', 'kl_to_uniform', 'marginal_entropy',
+           'marginal_entropy_penalty']
 
 # %% ../nbs/05_infonce.ipynb #2e018297
 def info_nce(scores:torch.Tensor, # (B, M) critic values: row b = query y_b, column m = candidate x_m
@@ -51,3 +52,21 @@ def nt_xent_grad(z_a:torch.Tensor, # (N, D) first views (normalised inside)
     P = torch.softmax(((z @ z.t()) / temperature).masked_fill(eye, float("-inf")), 1)
     pos = torch.arange(2 * n, device=z.device).add(n).remainder(2 * n)
     return (P - F.one_hot(pos, 2 * n).to(P.dtype)) / temperature
+
+# %% ../nbs/05_infonce.ipynb #dfb33331
+def kl_to_uniform(p:torch.Tensor, # (..., K) distributions over K outcomes
+                 ) -> torch.Tensor: # (...,) KL(p ‖ U) = log K − H(p)
+    "KL divergence from each distribution `p` to the uniform distribution over its K entries (0 log 0 = 0)."
+    p = p.float()
+    return math.log(p.shape[-1]) + torch.special.xlogy(p, p).sum(-1)
+
+def marginal_entropy(q:torch.Tensor, # (..., B, K) assignment probabilities of one view
+                    ) -> torch.Tensor: # (...) H(p̄), p̄ the batch-mean assignment
+    "Entropy of the batch-mean assignment p̄ = (1/B) Σ_i q_i: log K at uniform cluster usage, 0 at collapse."
+    p = q.float().mean(-2)
+    return math.log(q.shape[-1]) - kl_to_uniform(p)
+
+def marginal_entropy_penalty(q:torch.Tensor, # (B, K) soft assignments of one view
+                            ) -> torch.Tensor: # scalar log K − H(p̄)
+    "log K − H(p̄) = KL(p̄ ‖ U) for the batch marginal p̄: zero at uniform cluster usage, log K at collapse."
+    return kl_to_uniform(q.float().mean(-2))

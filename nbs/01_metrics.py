@@ -20,6 +20,7 @@ from fastcore.test import test_eq, test_close, test_fail
 
 # %%
 #| export
+from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -64,13 +65,40 @@ test_fail(lambda: contingency([0, 1], [0]), contains="labels")
 
 # %%
 #| export
+def match_clusters(y_true, # true class labels, ints of shape (N,)
+                   y_pred, # cluster indices, ints of shape (N,)
+                   n_clusters:int|None=None, # K (default: the largest cluster index + 1)
+                  ) -> tuple: # (order (K,): matched clusters by class, then the unmatched; cls (K,): matched class or -1)
+    "The one-to-one Hungarian matching of clusters to classes: the one matching every ACC, table and plot uses."
+    counts = contingency(y_true, y_pred)
+    K = max(n_clusters or 0, counts.shape[0])
+    counts = np.pad(counts, ((0, K - counts.shape[0]), (0, 0)))
+    rows, cols = linear_sum_assignment(-counts)          # rows: clusters, cols: classes
+    cls = np.full(K, -1, dtype=np.int64); cls[rows] = cols
+    matched = rows[np.argsort(cols, kind="stable")]
+    order = np.concatenate([matched, np.setdiff1d(np.arange(K), rows)]).astype(np.int64)
+    return order, cls
+
+# %%
+_order, _cls = match_clusters([0, 0, 1, 1, 2, 2], [2, 2, 0, 0, 1, 1])
+test_eq(_cls, np.array([1, 2, 0])); test_eq(_order, np.array([2, 0, 1]))   # cluster 2 holds class 0, so it comes first
+_order, _cls = match_clusters([0, 0, 1, 1], [0, 1, 2, 3])                 # over-clustering: two clusters stay unmatched
+test_eq((_cls >= 0).sum(), 2); test_eq(len(_order), 4); test_eq(sorted(_order), [0, 1, 2, 3])
+test_eq((match_clusters([0, 1], [0, 0], n_clusters=3)[1] >= 0).sum(), 2)    # K = 3 clusters, two classes: two matched
+
+# %% [markdown]
+# ACC counts the samples that the matched cluster of their class holds:
+
+# %%
+#| export
 def cluster_accuracy(y_true, # true class labels, ints of shape (N,)
                      y_pred, # cluster indices, ints of shape (N,)
                     ) -> float: # accuracy in [0, 1] under the best one-to-one cluster→class map
     "Clustering accuracy (ACC) with the one-to-one Hungarian matching of clusters to classes."
     counts = contingency(y_true, y_pred)
-    rows, cols = linear_sum_assignment(-counts)
-    return float(counts[rows, cols].sum() / counts.sum())
+    _, cls = match_clusters(y_true, y_pred)
+    k = np.flatnonzero(cls >= 0)
+    return float(counts[k, cls[k]].sum() / counts.sum())
 
 # %%
 show_doc(cluster_accuracy)
@@ -113,9 +141,9 @@ test_close(majority_accuracy([0, 1, 2], [0, 0, 0]), 1 / 3)
 
 # %%
 #| export
-def evaluate(y_true, # true class labels, ints of shape (N,)
-             y_pred, # cluster indices, ints of shape (N,)
-            ) -> dict: # {"acc", "nmi", "ari"}, plus "majority_acc" when there are more clusters than classes
+def clustering_scores(y_true, # true class labels, ints of shape (N,)
+                      y_pred, # cluster indices, ints of shape (N,)
+                     ) -> dict: # {"acc", "nmi", "ari"}, plus "majority_acc" when there are more clusters than classes
     "ACC (Hungarian), NMI and ARI of a clustering."
     y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
     res = {"acc": cluster_accuracy(y_true, y_pred),
@@ -124,15 +152,17 @@ def evaluate(y_true, # true class labels, ints of shape (N,)
     if y_pred.max() + 1 > y_true.max() + 1: res["majority_acc"] = majority_accuracy(y_true, y_pred)
     return res
 
-# %%
-show_doc(evaluate)
+evaluate = clustering_scores   # the name earlier chapters used
 
 # %%
-_r = evaluate([0, 0, 1, 1, 2, 2], [1, 1, 2, 2, 0, 0])
+show_doc(clustering_scores)
+
+# %%
+_r = clustering_scores([0, 0, 1, 1, 2, 2], [1, 1, 2, 2, 0, 0])
 test_close([_r["acc"], _r["nmi"], _r["ari"]], [1.0, 1.0, 1.0])
-_r = evaluate([0, 0, 1, 1, 2, 2], [0] * 6)             # the degenerate all-one-cluster case
+_r = clustering_scores([0, 0, 1, 1, 2, 2], [0] * 6)             # the degenerate all-one-cluster case
 test_close([_r["acc"], _r["nmi"], _r["ari"]], [1 / 3, 0.0, 0.0])
-assert "majority_acc" in evaluate([0, 1], [0, 2]) and "majority_acc" not in _r
+assert "majority_acc" in clustering_scores([0, 1], [0, 2]) and "majority_acc" not in _r
 
 # %% [markdown]
 # Invariance under relabelling, checked on a random clustering:
@@ -141,7 +171,7 @@ assert "majority_acc" in evaluate([0, 1], [0, 2]) and "majority_acc" not in _r
 _rng = np.random.default_rng(0)
 _yt, _yp = _rng.integers(0, 5, 300), _rng.integers(0, 5, 300)
 _perm = _rng.permutation(5)
-test_eq(evaluate(_yt, _yp), evaluate(_yt, _perm[_yp]))
+test_eq(clustering_scores(_yt, _yp), clustering_scores(_yt, _perm[_yp]))
 
 # %%
 #| export
@@ -153,6 +183,131 @@ def cluster_sizes(y_pred, # cluster indices, ints of shape (N,)
 
 # %%
 test_eq(cluster_sizes([0, 0, 2], 4), np.array([2, 0, 1, 0]))
+
+# %% [markdown]
+# ## Collapse
+# The failure every clustering objective has to fight is **collapse**: one cluster takes most of the images, or most
+# clusters end up empty. ACC alone hides it badly on balanced data — a model that puts everything into one
+# cluster still scores 1/C. We flag it explicitly whenever a clustering is scored: a cluster holding more than half
+# of the images, or more than half of the clusters empty.
+
+# %%
+#| export
+COLLAPSE_SHARE = 0.5   # a cluster holding more than this share of the images flags collapse (so do > this share of empty clusters)
+
+def collapse_warnings(sizes, # (K,) images per cluster
+                      max_share:float=COLLAPSE_SHARE, # largest acceptable share of one cluster, and of empty clusters
+                     ) -> list: # human-readable warnings; empty when the clustering looks healthy
+    "Warnings for a cluster holding more than `max_share` of the images and for more than `max_share` of the clusters empty."
+    sizes = np.asarray(sizes); n, out = sizes.sum(), []
+    empty = np.flatnonzero(sizes == 0)
+    if len(empty) > max_share * len(sizes):
+        out.append(f"{len(empty)} of {len(sizes)} clusters are empty")
+    big = int(sizes.argmax())
+    if sizes[big] > max_share * n: out.append(f"cluster {big} holds {sizes[big] / n:.0%} of the images (over {max_share:.0%})")
+    return out
+
+# %%
+test_eq(collapse_warnings([10, 10, 10]), [])
+test_eq(collapse_warnings([0, 0, 30]), ["2 of 3 clusters are empty", "cluster 2 holds 100% of the images (over 50%)"])
+test_eq(collapse_warnings([5, 0, 5, 5]), [])            # one empty cluster of four is not a collapse
+
+# %% [markdown]
+# What a trainer records at an evaluation: the scores of the argmax assignment and how the clusters are used.
+
+# %%
+#| export
+def score_assignments(y_true, # (N,) class labels (-1 where unknown: then no scores, only cluster usage)
+                      probs:np.ndarray, # (N, K) soft assignments
+                     ) -> dict: # acc, nmi, ari, empty_clusters, largest_cluster, cluster_sizes, collapsed, collapse
+    "ACC/NMI/ARI of the argmax assignment, cluster usage, and whether the clustering has collapsed."
+    pred = np.asarray(probs).argmax(1)
+    sizes = cluster_sizes(pred, probs.shape[1])
+    m = clustering_scores(y_true, pred) if (np.asarray(y_true) >= 0).all() else {}
+    warn = collapse_warnings(sizes)
+    return {**m, "empty_clusters": int((sizes == 0).sum()), "largest_cluster": float(sizes.max() / sizes.sum()),
+            "cluster_sizes": sizes.tolist(), "collapsed": bool(warn), "collapse": warn}
+
+# %%
+_s = score_assignments(np.array([0, 0, 1, 1]), np.eye(2)[[0, 0, 1, 1]])
+test_eq((_s["acc"], _s["collapsed"], _s["cluster_sizes"]), (1.0, False, [2, 2]))
+_s = score_assignments(np.array([0, 0, 1, 1]), np.eye(3)[[2, 2, 2, 2]])
+test_eq((_s["collapsed"], _s["largest_cluster"], _s["empty_clusters"]), (True, 1.0, 2))
+
+# %% [markdown]
+# ## Matched confusion matrix
+# The contingency table with its columns put in the matched order — the picture of a clustering that every report
+# shows. The diagonal holds the correctly clustered images.
+
+# %%
+#| export
+def matched_confusion(y_true, # (N,) class labels
+                      y_pred, # (N,) cluster indices
+                      n_clusters:int, # K
+                      return_order:bool=False, # also return the column order
+                     ) -> np.ndarray: # (C, K) counts, classes × clusters in matched order
+    "Confusion matrix (classes × clusters) with the clusters reordered by the Hungarian matching (matched ones first)."
+    order, _ = match_clusters(y_true, y_pred, n_clusters)
+    cm = contingency(y_true, y_pred)
+    cm = np.pad(cm, ((0, len(order) - cm.shape[0]), (0, 0))).T[:, order]
+    return (cm, order.tolist()) if return_order else cm
+
+# %%
+_cm = matched_confusion([0, 0, 1, 1, 2], [2, 2, 0, 1, 1], 4)
+test_eq(_cm.shape, (3, 4)); test_eq(np.trace(_cm), 4)   # 2 + 1 + 1 correct after matching
+test_eq(np.trace(matched_confusion(_yt, _yp, 5)), round(cluster_accuracy(_yt, _yp) * len(_yt)))
+
+# %% [markdown]
+# ## The k-means yardstick
+# Every chapter measures a method against k-means: on the raw pixels (the baseline a deep method has to beat) and on
+# the method's learned features (how much the representation knows beyond what its cluster head says).
+# scikit-learn's k-means uses OpenMP threads; `sklearn_threads` caps them so they do not fight PyTorch's.
+
+# %%
+#| export
+def sklearn_threads(n:int|None=None, # threads for scikit-learn (default: half the cores, at least 1)
+                   ):
+    "Context manager that caps the OpenMP/BLAS threads scikit-learn uses inside it."
+    import os
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(n or max(1, (os.cpu_count() or 2) // 2))
+
+def kmeans_fit(features, # (N, D) features (NumPy or torch)
+               k:int, # number of clusters
+               seed:int=0, # k-means seed
+               n_init:int=10, # restarts; the lowest inertia wins
+               l2:bool=True, # L2-normalise the features first
+              ) -> tuple: # (labels (N,), centres (k, D) float32)
+    "k-means (scikit-learn) on features: the labels and the centroids."
+    from sklearn.cluster import KMeans
+    x = np.asarray(features.detach().cpu() if hasattr(features, "detach") else features, dtype=np.float64)
+    if l2: x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+    with sklearn_threads():
+        km = KMeans(k, n_init=n_init, random_state=seed).fit(x)
+    return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32)
+
+def kmeans_labels(features, k:int, seed:int=0, n_init:int=10, l2:bool=True) -> np.ndarray:
+    "The labels of `kmeans_fit`."
+    return kmeans_fit(features, k, seed, n_init, l2)[0]
+
+def pixel_kmeans_scores(x, # (N, ...) uint8 images (NumPy or torch)
+                        y_true, # (N,) class labels
+                        k:int|None=None, # clusters (default: the number of classes)
+                        seed:int=0, # k-means seed
+                        n_init:int=10, # restarts
+                       ) -> dict: # acc, nmi, ari
+    "The baseline: k-means on the raw pixels scaled to [0, 1] (no normalisation), scored like any clustering."
+    x = np.asarray(x.cpu() if hasattr(x, "cpu") else x, dtype=np.float64).reshape(len(x), -1) / 255
+    y_true = np.asarray(y_true)
+    return clustering_scores(y_true, kmeans_labels(x, k or int(y_true.max()) + 1, seed, n_init, l2=False))
+
+# %%
+_rng = np.random.default_rng(1)
+_blobs = np.concatenate([_rng.normal(c, 0.1, (30, 2)) for c in ([0, 0], [3, 0], [0, 3])])
+_lab, _cen = kmeans_fit(_blobs, 3, l2=False)
+test_eq(cluster_accuracy(np.repeat([0, 1, 2], 30), _lab), 1.0); test_eq(_cen.shape, (3, 2))
+_pix = np.repeat(np.array([0, 255], dtype=np.uint8), 20)[:, None, None].repeat(4, 1)   # two kinds of 2×2 image
+test_eq(pixel_kmeans_scores(_pix, np.repeat([0, 1], 20))["acc"], 1.0)
 
 # %%
 #| hide

@@ -21,7 +21,9 @@ from fastcore.test import test_eq, test_close, test_fail
 # %%
 #| export
 from __future__ import annotations
-import copy, importlib, importlib.util
+import copy, importlib, importlib.util, inspect, re
+from dataclasses import dataclass
+from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -178,23 +180,22 @@ test_eq(_q.queue[:, 0].tolist(), [2., 1., 1., 2., 2.]); test_eq(int(_q.ptr), 1)
 
 # %% [markdown]
 # ## The method interface
-# One trainer runs every method. A method is an `nn.Module` that owns its backbone and heads and answers four
-# questions:
-# - `training_step(batch, head)`: given a `Batch` (the augmented views, the raw view when the method asks for it, the
-#   images' indices) return a dict of scalar tensors, one of them `"loss"`;
+# One trainer runs every method. A method is an `nn.Module` that owns its backbone and heads. It is the only place
+# that knows its loss; the trainer knows nothing about any method. The contract, in the manner of Lightning's
+# `LightningModule`:
+# - `training_step(batch, head)`: given a `Batch` (the augmented views, the raw view when the method asks for it,
+#   the images' indices) return a dict of scalar tensors, one of them `"loss"`;
 # - `forward(x)`: given normalised evaluation images, return `{"probs": (N, K) soft assignments, "features": (N, D)}`;
-# - `defaults(dataset)`: the paper's settings for a dataset (optimiser, learning rate, batch size, epochs,
-#   backbone, image size, augmentation, and the method's own hyperparameters);
-# - optionally `on_train_start(trainer)` (e.g. initialise cluster centres), `on_resume(trainer)` (re-attach what a
-#   checkpoint does not hold, such as a reference to the training images) and `after_step()` (e.g. momentum updates).
+# - optional hooks that receive exactly what they need as arguments, never the trainer:
+#   `on_train_start(images, augment, seed)` (e.g. initialise cluster centres from the training images),
+#   `on_resume(images, augment)` (re-attach what a checkpoint does not hold, such as the training images) and
+#   `after_step(step)` (e.g. a momentum update).
 #
 # Losses that need the whole batch (every contrastive loss does) receive it through `self.gather`, which is the
-# identity on one process and an autograd-aware all-gather when the trainer runs data-parallel.
+# identity on one process and an autograd-aware all-gather when training runs data-parallel (last chapter).
 
 # %%
 #| export
-from dataclasses import dataclass, field
-
 @dataclass
 class Batch:
     "What a training step receives."
@@ -202,37 +203,149 @@ class Batch:
     index: torch.Tensor    # (B,) indices of the images in the training set
     raw: torch.Tensor | None = None  # (B, C, S, S) the un-augmented images (resized, normalised), when `needs_raw`
 
+# %% [markdown]
+# Besides its code, a method carries two pieces of data: its **paper** (the citation, the training length, and the
+# numbers it reports, which the run report puts beside a run) and its **settings table**, the one place where the
+# method's settings for each dataset are written down, each with the paper section or official-code line it comes
+# from. A table is a list of rows; a row gives some settings for some datasets and cites its source, and later rows
+# override earlier ones. `"*"` stands for every dataset, `"custom"` for a dataset the table does not name.
+
+# %%
+#| export
+@dataclass(frozen=True)
+class Setting:
+    "One row of a settings table: `values` for the `datasets` it names, and the `source` they come from."
+    datasets: tuple  # dataset keys, or ("*",) for every dataset
+    values: dict     # trainer fields (backbone, lr, ...), "augment" (a recipe) and "hparams" (the method's own)
+    source: str      # paper section/table or official-code line; "ours: ..." for settings the papers do not give
+
+def setting(datasets, # a dataset key, a tuple of keys, or "*"
+            source:str, # where the values come from
+            **values) -> Setting:
+    "A `Setting` row: `setting(PAPER_BENCHMARKS, 'Sec. 4.1', lr=3e-4, batch_size=256)`."
+    return Setting((datasets,) if isinstance(datasets, str) else tuple(datasets), values, source)
+
+class Settings:
+    "A method's settings table: rows applied in order, later rows overriding earlier ones for the datasets they name."
+    def __init__(self, *rows:Setting): self.rows = rows
+    def __add__(self, other): return Settings(*self.rows, *other.rows)
+
+    def sourced(self, dataset:str) -> dict:
+        "name -> (value, source) for `dataset`; a method hyperparameter appears as 'hparams.<name>'."
+        out = {}
+        for r in self.rows:
+            if "*" not in r.datasets and dataset not in r.datasets: continue
+            for k, v in r.values.items():
+                if k == "hparams": out.update({f"hparams.{h}": (hv, r.source) for h, hv in v.items()})
+                else: out[k] = (v, r.source)
+        return out
+
+    def resolve(self, dataset:str) -> dict:
+        "The settings for `dataset`: trainer fields, 'augment', and the 'hparams' dict."
+        src = self.sourced(dataset)
+        out = {k: v for k, (v, _) in src.items() if not k.startswith("hparams.")}
+        out["hparams"] = {k[8:]: v for k, (v, _) in src.items() if k.startswith("hparams.")}
+        return out
+
+    def table(self, datasets, # dataset keys, one row each
+              fields=None, # settings to show (default: every one any of the datasets sets)
+             ) -> list: # one dict per dataset: field -> "value (source)"
+        "The table as rows for display: each cell the value and its source."
+        res = {d: self.sourced(d) for d in datasets}
+        fields = fields or list(dict.fromkeys(k for r in res.values() for k in r))
+        show = lambda v: getattr(v, "__name__", repr(v) if isinstance(v, str) else str(v))
+        return [{"dataset": d, **{f: f"{show(res[d][f][0])} ({res[d][f][1]})" for f in fields if f in res[d]}} for d in datasets]
+
+# %%
+_t = Settings(setting("*", "ours", lr=1e-3, batch_size=64),
+              setting(("cifar10", "stl10"), "Sec. 4", lr=3e-4, hparams={"tau": 0.5}),
+              setting("stl10", "Table 3", hparams={"tau": 0.2}))
+test_eq(_t.resolve("cifar10"), {"lr": 3e-4, "batch_size": 64, "hparams": {"tau": 0.5}})
+test_eq(_t.resolve("stl10")["hparams"], {"tau": 0.2})                       # a later row overrides
+test_eq(_t.resolve("custom"), {"lr": 1e-3, "batch_size": 64, "hparams": {}})
+test_eq(_t.sourced("stl10")["hparams.tau"], (0.2, "Table 3"))
+test_eq(_t.table(["cifar10"], ["lr"]), [{"dataset": "cifar10", "lr": "0.0003 (Sec. 4)"}])
+
+# %%
+#| export
+@dataclass(frozen=True)
+class Paper:
+    "A method's paper: citation, training length, and the numbers it reports."
+    cite: str               # full citation
+    short: str              # short label for tables
+    epochs: int             # training length on the benchmarks
+    epochs_from: str        # where the paper says so
+    note: str = ""          # what to keep in mind when comparing
+    results: tuple = ()     # (dataset, evaluation, acc, nmi, ari, table, protocol): evaluation "head" or "kmeans"
+
+    def rows(self, dataset:str, protocol:str|None=None) -> list:
+        "The reported results on `dataset` (for the evaluation `protocol`, when given) as dicts."
+        keys = ("dataset", "evaluation", "acc", "nmi", "ari", "table", "protocol")
+        rows = [dict(zip(keys, r if len(r) == 7 else (*r, "paper"))) for r in self.results]
+        return [r for r in rows if r["dataset"] == dataset and (protocol is None or r["protocol"] == protocol)]
+
+# %%
+_p = Paper("A. Author: A Method (2021)", "Author 2021", 100, "Sec. 4",
+           results=(("cifar10", "head", 0.8, 0.7, 0.6, "Table 2"), ("cifar10", "head", 0.7, 0.6, 0.5, "Table 5", "train-test")))
+test_eq([r["table"] for r in _p.rows("cifar10")], ["Table 2", "Table 5"])
+test_eq([r["table"] for r in _p.rows("cifar10", "train-test")], ["Table 5"]); test_eq(_p.rows("stl10"), [])
+
+# %% [markdown]
+# The base class. Subclasses set `name`, `paper` and `settings`, build their heads in `__init__` (every keyword
+# argument after `n_clusters` is a hyperparameter a user may set, e.g. `-y "hparams: {tau_i: 0.7}"`), and implement
+# `training_step` and `forward`. Three class attributes tell the trainer what a step needs: `n_views` augmented views
+# per image, the raw view (`needs_raw`), and the passes per epoch (`train_heads`: DCDC trains an over-clustering head
+# before the main one); `column_contrast` says that the loss contrasts the K columns of a batch's assignment
+# matrix, so that a batch must hold at least K images.
+
+# %%
+#| export
 class ClusterMethod(nn.Module):
     "Base class of a clustering method: backbone + heads + loss. Subclasses register with `@register_method`."
-    name: str = ""
-    n_views: int = 2            # augmented views per image in a batch
-    needs_raw: bool = False     # whether `Batch.raw` is needed
-    train_heads: tuple = ("main",)  # passes over the data per epoch (DCDC trains an over-clustering head first)
+    name: str = ""                  # the name users select it by (`method=...`)
+    paper: Paper | None = None      # the paper and its reported numbers
+    settings: Settings = Settings() # the settings table (trainer fields, augmentation, hyperparameters per dataset)
+    n_views: int = 2                # augmented views per image in a batch
+    needs_raw: bool = False         # whether `Batch.raw` is needed
+    train_heads: tuple = ("main",)  # passes over the data per epoch
+    column_contrast: bool = False   # the loss contrasts the K columns of a batch: batch_size >= K
 
     def __init__(self, backbone:nn.Module, feat_dim:int, n_clusters:int, **hparams):
         super().__init__()
         self.backbone, self.feat_dim, self.n_clusters, self.hparams = backbone, feat_dim, n_clusters, hparams
-        self.gather = lambda t: t   # replaced by the trainer under data parallelism
+        self.gather = lambda t: t   # replaced by an all-gather under data parallelism
 
     @classmethod
-    def defaults(cls, dataset:str) -> dict: return {}
+    def hyperparameters(cls) -> dict:
+        "The method's own hyperparameters and their defaults (the keyword arguments of `__init__` after `n_clusters`)."
+        sig = inspect.signature(cls.__init__).parameters
+        return {k: p.default for k, p in sig.items() if k not in ("self", "backbone", "feat_dim", "n_clusters")
+                and p.kind is p.POSITIONAL_OR_KEYWORD}
+
     def training_step(self, batch:Batch, head:str="main") -> dict: raise NotImplementedError
     def forward(self, x:torch.Tensor) -> dict: raise NotImplementedError
-    def on_train_start(self, trainer): pass
-    def on_resume(self, trainer): pass
-    def after_step(self): pass
+    def on_train_start(self, images:torch.Tensor, augment, seed:int):
+        "Before the first step of a new run: `images` the uint8 training set (N, C, H, W), `augment` its `BatchAugment`."
+    def on_resume(self, images:torch.Tensor, augment):
+        "After a checkpoint has been loaded: re-attach what the checkpoint does not hold."
+    def after_step(self, step:int):
+        "After each optimiser step (`step` counts from 1)."
     def param_groups(self, weight_decay:float) -> list:
         "Parameter groups for the optimiser: all parameters with one weight decay (override to exclude some)."
         return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": weight_decay}]
 
+# %%
+show_doc(ClusterMethod.on_train_start)
+
 # %% [markdown]
-# The registry maps a name to its class. A method lives in the module `deepcluster_nb.<name>` and is imported on
-# first use, so adding a method means adding a notebook, and nothing in the trainer changes.
+# The registry maps a name to its class, in the manner of timm's `@register_model`: a method registers itself where
+# it is defined, and nothing else lists it. A method's module is found by looking, not by a list: any module of the
+# package that registers a method is imported on first use. Adding a method therefore means adding one notebook
+# that exports one module; the trainer, the command line and the run report pick it up.
 
 # %%
 #| export
 METHODS: dict = {}
-KNOWN_METHODS = ("cc", "dcdc", "crlc", "tcc", "cadec")
 
 def register_method(cls):
     "Class decorator: make `cls` available to the trainer under `cls.name`."
@@ -240,21 +353,28 @@ def register_method(cls):
     METHODS[cls.name] = cls
     return cls
 
+def _method_modules() -> list:
+    "Modules of the package whose source registers a method (found by reading the files, without importing them)."
+    spec = importlib.util.find_spec("deepcluster_nb")
+    if spec is None or not spec.submodule_search_locations: return []
+    return sorted(f.stem for d in spec.submodule_search_locations for f in Path(d).glob("*.py")
+                  if re.search(r"^@register_method\b", f.read_text(encoding="utf-8"), re.M))
+
 def available_methods() -> list:
-    "Names of the methods whose modules are present in the package."
-    return [m for m in KNOWN_METHODS if m in METHODS or importlib.util.find_spec(f"deepcluster_nb.{m}") is not None] + \
-           [m for m in METHODS if m not in KNOWN_METHODS]
+    "Names of the registered methods (importing every method module of the package)."
+    for m in _method_modules(): importlib.import_module(f"deepcluster_nb.{m}")
+    return list(METHODS)
 
 def get_method(name:str) -> type:
-    "The method class registered as `name` (importing `deepcluster_nb.<name>` if needed)."
-    if name not in METHODS and name in available_methods():
-        importlib.import_module(f"deepcluster_nb.{name}")
+    "The method class registered as `name`."
+    if name not in METHODS: available_methods()
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}. Valid: {', '.join(available_methods())}")
     return METHODS[name]
 
 # %%
-test_fail(lambda: get_method("kmeans"), contains="Unknown method 'kmeans'. Valid: cc")
+test_fail(lambda: get_method("kmeans"), contains="Unknown method 'kmeans'. Valid: ")
+test_eq(set(_method_modules()) >= {"cc"}, True)
 
 # %%
 #| hide

@@ -742,6 +742,60 @@ _hinge = torch.stack([(torch.cat([_S[i, :i], _S[i, i + 1:]]).max() - _S[i, (i + 
 test_close(1e-3 * nt_xent(_a, _b, 1e-3), _hinge, eps=5e-3)
 test_close(nt_xent(_a, _b, 1e4), math.log(11), eps=1e-3)
 
+# %% [markdown]
+# ## 9. The balance term: entropy of the cluster marginal
+# A contrastive loss on cluster assignments has a trivial minimiser: if every image goes to the same cluster, every
+# pair of views agrees perfectly. All five methods of the course add the same remedy in different clothes — they
+# reward a batch for *using* the clusters evenly. Let $q_i\in\Delta^{K-1}$ be the soft assignment of image $i$ and
+# $\bar p = \frac1B\sum_i q_i$ the batch's cluster marginal. Its entropy $H(\bar p) = -\sum_k \bar p_k\log\bar p_k$ is
+# $\log K$ when the clusters are used equally and $0$ when one cluster takes everything, and
+#
+# $$\mathrm{KL}(\bar p\,\|\,U) = \sum_k \bar p_k \log\frac{\bar p_k}{1/K} = \log K - H(\bar p) \;\ge 0 .$$
+#
+# CC and DCDC add $\log K - H(\bar p)$ per view, CRLC subtracts $\lambda_1 H(\bar p)$ (the same gradient), and TCC writes
+# $\mathrm{KL}(\cdot\,\|\,U)$ with a uniform prior. One implementation serves them all. Note the order of the
+# operations: the entropy of the *mean* assignment, not the mean of the per-image entropies — the latter would push
+# every single assignment towards uniform, which is the opposite of clustering (the TCC chapter measures this).
+
+# %%
+#| export
+def kl_to_uniform(p:torch.Tensor, # (..., K) distributions over K outcomes
+                 ) -> torch.Tensor: # (...,) KL(p ‖ U) = log K − H(p)
+    "KL divergence from each distribution `p` to the uniform distribution over its K entries (0 log 0 = 0)."
+    p = p.float()
+    return math.log(p.shape[-1]) + torch.special.xlogy(p, p).sum(-1)
+
+def marginal_entropy(q:torch.Tensor, # (..., B, K) assignment probabilities of one view
+                    ) -> torch.Tensor: # (...) H(p̄), p̄ the batch-mean assignment
+    "Entropy of the batch-mean assignment p̄ = (1/B) Σ_i q_i: log K at uniform cluster usage, 0 at collapse."
+    p = q.float().mean(-2)
+    return math.log(q.shape[-1]) - kl_to_uniform(p)
+
+def marginal_entropy_penalty(q:torch.Tensor, # (B, K) soft assignments of one view
+                            ) -> torch.Tensor: # scalar log K − H(p̄)
+    "log K − H(p̄) = KL(p̄ ‖ U) for the batch marginal p̄: zero at uniform cluster usage, log K at collapse."
+    return kl_to_uniform(q.float().mean(-2))
+
+# %%
+show_doc(marginal_entropy_penalty)
+
+# %%
+def marginal_entropy_loop(q):
+    "H(p̄) one cluster at a time, as printed."
+    B, K = q.shape
+    p = [sum(q[i, k] for i in range(B)) / B for k in range(K)]
+    return -sum(pk * math.log(pk) for pk in p if pk > 0)
+
+for _B, _K in [(16, 3), (64, 10), (5, 20)]:
+    _q = torch.softmax(torch.randn(_B, _K, generator=_g) * 3, 1)
+    test_close(marginal_entropy(_q), marginal_entropy_loop(_q.double()), eps=1e-5)
+    test_close(marginal_entropy_penalty(_q), math.log(_K) - marginal_entropy_loop(_q.double()), eps=1e-5)
+    test_close(kl_to_uniform(_q), F.kl_div(torch.full_like(_q, 1 / _K).log(), _q, reduction="none").sum(1), eps=1e-5)
+_eye = torch.eye(4).repeat(3, 1)                                   # 12 images, 3 per cluster, one-hot: perfectly balanced
+test_close(marginal_entropy_penalty(_eye), 0.0, eps=1e-6)
+test_close(marginal_entropy_penalty(torch.eye(4)[[0] * 12]), math.log(4), eps=1e-6)   # collapsed: log K
+test_eq(marginal_entropy(torch.randn(3, 8, 5).softmax(-1)).shape, torch.Size([3]))  # leading dimensions (CRLC's subheads)
+
 # %%
 #| hide
 import nbdev; nbdev.nbdev_export()

@@ -25,8 +25,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from deepcluster_nb.infonce import nt_xent
-from deepcluster_nb.models import ClusterMethod, Batch, register_method, instance_projector, cluster_head, make_backbone
+from deepcluster_nb.infonce import nt_xent, marginal_entropy_penalty
+from deepcluster_nb.models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector,
+                                   cluster_head, make_backbone)
 from deepcluster_nb.data import PAPER_BENCHMARKS, DIGIT_DATASETS
 
 # %% [markdown]
@@ -114,16 +115,12 @@ print(f"official (no self term) {instance_loss(_a, _b, 0.5):.4f}  vs  printed Eq
 # clusters equally, which is the stated purpose. The paper's text prints $H(Y)$ with the sign of a *negative*
 # entropy ($\sum P\log P$) and then subtracts it, which read literally would reward collapse. The official code
 # adds, per view, $\log K - H(P)$ — i.e. $\log K + \sum_k P_k\log P_k$, which is $\geq 0$, zero exactly at the uniform marginal,
-# and has the same gradient as $-H$. We follow the code.
+# and has the same gradient as $-H$. We follow the code. This is the balance term of the InfoNCE chapter (§9),
+# `marginal_entropy_penalty`, shared by every method of the course (the rows of a softmax sum to one, so the code's
+# $\sum_i Y_{ik}/\|Y\|_1$ is the batch mean).
 
 # %%
 #| export
-def marginal_entropy_penalty(c:torch.Tensor, # (N, K) soft assignments of one view
-                            ) -> torch.Tensor: # scalar log K − H(P), P the batch-mean assignment
-    "log K − H(P) for the batch marginal P = Σ_i c_i / Σ c: zero at uniform cluster usage, log K at collapse."
-    p = c.float().sum(0); p = p / p.sum()
-    return math.log(c.shape[1]) + (p * torch.log(p.clamp(min=1e-12))).sum()
-
 def cluster_loss(c_a:torch.Tensor, # (N, K) softmax probabilities of view a
                  c_b:torch.Tensor, # (N, K) softmax probabilities of view b
                  temperature:float=1.0, # τ_C
@@ -180,30 +177,39 @@ test_close(marginal_entropy_penalty(torch.zeros(12, 4).index_fill_(1, torch.tens
 
 # %%
 #| export
+CC_PAPER = Paper(
+    cite="Li, Hu, Liu, Peng, Zhou, Peng: Contrastive Clustering (AAAI 2021; journal version)", short="Li et al. 2021 (CC)",
+    epochs=1000, epochs_from="Sec. 4.1.2",
+    note="ResNet-34 at 224 px; STL-10 also uses its 100k unlabelled images for the instance head",
+    results=(("cifar10", "head", 0.790, 0.705, 0.637, "Table 2"), ("cifar100", "head", 0.429, 0.431, 0.266, "Table 2"),
+             ("stl10", "head", 0.850, 0.764, 0.726, "Table 2"), ("imagenet10", "head", 0.893, 0.859, 0.822, "Table 2"),
+             ("imagenet_dogs", "head", 0.429, 0.445, 0.274, "Table 2"), ("tiny_imagenet", "head", 0.140, 0.340, 0.071, "Table 2")))
 
-def cc_defaults(dataset:str) -> dict:
-    "CC's settings: the paper's on its benchmarks; a small CNN at native size on digits; ResNet-18 at native size on custom data."
-    if dataset in PAPER_BENCHMARKS:
-        return dict(backbone="resnet34", stem="imagenet", image_size=224, optimizer="adam", lr=3e-4, weight_decay=0.0,
-                    batch_size=256, epochs=1000)
-    if dataset in DIGIT_DATASETS:
-        return dict(backbone="small_cnn", stem="small", image_size="native", optimizer="adam", lr=2e-3, weight_decay=0.0,
-                    batch_size=128, epochs=80 if dataset == "digits" else 100)
-    return dict(backbone="resnet18", stem="small", image_size="native", optimizer="adam", lr=3e-4, weight_decay=0.0,
-                batch_size=256, epochs=200)
+CC_SETTINGS = Settings(
+    setting("*", "ours: ResNet-18 at native size for data the paper does not use", backbone="resnet18", stem="small",
+            image_size="native", optimizer="adam", lr=3e-4, weight_decay=0.0, batch_size=256, epochs=200),
+    setting(PAPER_BENCHMARKS, "Sec. 4.1.2: ResNet-34, inputs resized to 224, no modification", backbone="resnet34",
+            stem="imagenet", image_size=224),
+    setting(PAPER_BENCHMARKS, "Sec. 4.1.2: Adam, lr 0.0003, no weight decay or scheduler", optimizer="adam", lr=3e-4,
+            weight_decay=0.0, schedule="constant"),
+    setting(PAPER_BENCHMARKS, "Sec. 4.1.2: batch 256, 1,000 epochs", batch_size=256, epochs=1000),
+    setting(PAPER_BENCHMARKS, "Sec. 4.1.2: τ_I = 0.5, τ_C = 1.0, 128-d instance space", hparams=dict(tau_i=0.5, tau_c=1.0, z_dim=128)),
+    setting(PAPER_BENCHMARKS, "Sec. 4.1.1: train and test splits where both exist", protocol="paper"),
+    setting(DIGIT_DATASETS, "ours: the small CNN at native size on CPU", backbone="small_cnn", stem="small", image_size="native",
+            optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=128, epochs=100),
+    setting("digits", "ours: 1,797 images give 14 steps per epoch", epochs=80),
+)
 
 @register_method
 class CC(ClusterMethod):
     "Contrastive Clustering: instance-level NT-Xent on projections + cluster-level NT-Xent on soft-label columns."
-    name = "cc"
+    name, paper, settings = "cc", CC_PAPER, CC_SETTINGS
+    column_contrast = True
     def __init__(self, backbone, feat_dim, n_clusters, tau_i:float=0.5, tau_c:float=1.0, z_dim:int=128,
                  joint_forward:bool=False):
         super().__init__(backbone, feat_dim, n_clusters, tau_i=tau_i, tau_c=tau_c, z_dim=z_dim, joint_forward=joint_forward)
         self.instance_projector = instance_projector(feat_dim, z_dim)
         self.cluster_projector = cluster_head(feat_dim, n_clusters)
-
-    @classmethod
-    def defaults(cls, dataset): return cc_defaults(dataset)
 
     def heads(self, h): return F.normalize(self.instance_projector(h), dim=1), self.cluster_projector(h)
 
@@ -224,6 +230,26 @@ class CC(ClusterMethod):
 
 # %%
 show_doc(CC)
+
+# %% [markdown]
+# The settings table, as the trainer reads it (each value with its source); `cc_defaults` is the name of the first
+# edition for the same lookup:
+
+# %%
+#| export
+def cc_defaults(dataset:str) -> dict:
+    "CC's settings for `dataset` (see `CC_SETTINGS`)."
+    return CC_SETTINGS.resolve(dataset)
+
+# %%
+import pandas as pd
+pd.DataFrame(CC_SETTINGS.table(["cifar10", "stl10", "digits", "usps"],
+                               ["backbone", "image_size", "batch_size", "lr", "epochs"])).set_index("dataset")
+
+# %%
+test_eq({k: cc_defaults("cifar10")[k] for k in ("backbone", "stem", "image_size", "lr", "batch_size", "epochs")},
+        dict(backbone="resnet34", stem="imagenet", image_size=224, lr=3e-4, batch_size=256, epochs=1000))
+test_eq((cc_defaults("digits")["epochs"], cc_defaults("usps")["epochs"], cc_defaults("custom")["backbone"]), (80, 100, "resnet18"))
 
 # %% [markdown]
 # A smoke check of the step: the loss is finite, gradients reach the backbone, and 20 Adam steps on one fixed batch

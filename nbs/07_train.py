@@ -8,7 +8,7 @@
 
 # %% [markdown]
 # # The trainer
-# > One training loop for every method: configuration with the papers' defaults, data on the device, batched augmentation, mixed precision, evaluation, history, atomic checkpoints and exact resume.
+# > One training loop for every method, built up one concern at a time: the smallest loop, configuration from the method's settings table, evaluation, checkpoints and exact resume, run folders, mixed precision, data on the device, and alarms for collapse.
 
 # %%
 #| default_exp train
@@ -21,112 +21,298 @@ from fastcore.test import test_eq, test_close, test_fail
 # %%
 #| export
 from __future__ import annotations
-import os, json, time, math, random, inspect, csv, warnings, threading, queue
-from dataclasses import dataclass, field, asdict, fields
+import os, json, time, math, random, csv, copy, shutil, warnings, threading, queue
+from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 import numpy as np
 import torch
-from deepcluster_nb.data import load_dataset, ClusterData, ImageData, DATASETS, NATIVE_SIZE
+from fastcore.basics import patch
+from deepcluster_nb.data import load_dataset, data_root, ClusterData, ImageData, DATASETS
 from deepcluster_nb.augment import BatchAugment, AugmentConfig, cc_recipe
-from deepcluster_nb.models import make_backbone, get_method, available_methods, Batch, BACKBONES
-from deepcluster_nb.metrics import evaluate, cluster_sizes
-from deepcluster_nb.distributed import init_distributed, gather_with_grad, rank_slice, wrap_ddp
+from deepcluster_nb.models import make_backbone, get_method, Batch, BACKBONES, RESNETS
+from deepcluster_nb.metrics import score_assignments, matched_confusion
+
+# %%
+import tempfile
+from deepcluster_nb.models import available_methods
+from deepcluster_nb.cc import CC
+_data = load_dataset("digits")
 
 # %% [markdown]
+# ## The smallest loop
+# Everything a contrastive clustering method needs from a trainer fits in a dozen lines: shuffle the images, cut the
+# permutation into batches, draw two augmented views of each image, ask the method for its loss, take an optimiser
+# step. Here it is, training CC on scikit-learn's 1,797 digits with the small CNN:
+
+# %%
+def fit_minimal(method, # a `ClusterMethod`
+                x:torch.Tensor, # uint8 training images (N, C, H, W)
+                aug, # a `BatchAugment`: uint8 images -> one random normalised view
+                epochs:int=5, batch_size:int=128, lr:float=2e-3,
+                reseed=lambda epoch: torch.manual_seed(epoch), # called at the start of every epoch
+               ) -> list: # the mean loss of each epoch
+    "The smallest training loop: shuffle, augment, step."
+    opt = torch.optim.Adam(method.parameters(), lr=lr)
+    losses, steps = [], len(x) // batch_size
+    for epoch in range(epochs):
+        reseed(epoch)
+        perm, total = torch.randperm(len(x)), 0.0
+        for s in range(steps):
+            idx = perm[s * batch_size:(s + 1) * batch_size]
+            views = [aug(x[idx]) for _ in range(method.n_views)]
+            loss = method.training_step(Batch(views, idx))["loss"]
+            opt.zero_grad(); loss.backward(); opt.step()
+            total += loss.item()
+        losses.append(total / steps)
+    return losses
+
+# %%
+torch.manual_seed(0)
+_aug = BatchAugment(cc_recipe("digits", 8), mean=[0.3], std=[0.4])
+_bb, _fd = make_backbone("small_cnn", 1)
+_cc = CC(_bb, _fd, n_clusters=10)
+_losses = fit_minimal(_cc, _data.train.x, _aug, epochs=15)
+_cc.eval()
+with torch.no_grad(): _pred = _cc(_aug.eval_view(_data.train.x))["probs"].argmax(1).numpy()
+_s = score_assignments(_data.train.y, np.eye(10)[_pred])
+print(f"mean loss per epoch: {_losses[0]:.3f} → {_losses[-1]:.3f};  ACC after 15 epochs {_s['acc']:.3f}")
+assert _losses[-1] < _losses[0] and _s["acc"] > 0.3          # learning, well above chance (0.1)
+
+# %% [markdown]
+# That loop trains, but it is not yet a tool: the settings are typed into the call, nothing is saved, a crash loses
+# everything, nobody watches for collapse, and it would be slow on a GPU. The rest of the chapter adds one concern at
+# a time, each with a check; at the end the `Trainer` is still that loop.
+#
 # ## Configuration
-# A run is described by one flat dataclass. Any field left at `"auto"` is filled from the method's defaults for
-# the dataset (the paper's settings on the paper's benchmarks), so `TrainConfig(method="cc", dataset="cifar10")` is
-# the paper's run and every number can still be overridden. Method-specific hyperparameters go in `hparams`.
+# A run is described by one flat dataclass, declared once: the notebook's papermill parameters, the command line
+# (`python -m deepcluster_nb train --help`) and `config.json` are all derived from it. A field left at `None`
+# takes the method's setting for the dataset from the method's **settings table** (the paper's settings on the paper's
+# benchmarks, each with its source), so `TrainConfig(method="cc", dataset="cifar10")` is the paper's run and any
+# number can still be overridden. The method's own hyperparameters go in `hparams`.
 
 # %%
 #| export
 @dataclass
 class TrainConfig:
-    "Everything that defines a training run; fields left at 'auto' take the method's defaults for the dataset."
-    method: str = "cc"               # clustering method (see `available_methods()`)
-    dataset: str = "digits"          # benchmark name, a path to an .npz file or ImageFolder, or NAME of data_root/NAME.npz
-    data_root: str | None = None     # data folder (default $DEEPCLUSTER_DATA or data/)
-    protocol: str = "auto"           # "paper" splits, "train-test" (train on train, evaluate on test), or the method's choice
-    backbone: str = "auto"           # small_cnn, resnet18, resnet34, resnet50 (optionally sobel_...)
-    stem: str = "auto"               # "imagenet" (7×7, stride 2, max-pool) or "small" (3×3, stride 1) for ResNets
-    image_size: int | str = "auto"   # training resolution; "native" keeps the dataset's
-    n_clusters: int | str = "auto"   # K (default: the number of classes)
-    epochs: int | str = "auto"       # passes over the data
-    batch_size: int | str = "auto"   # images per step (each gives n_views views)
-    optimizer: str = "auto"          # "adam" or "sgd"
-    lr: float | str = "auto"         # learning rate
-    weight_decay: float | str = "auto"  # weight decay
-    momentum: float = 0.9            # SGD momentum
-    seed: int = 0                    # seeds Python, NumPy and torch; each epoch reseeds from (seed, epoch)
-    device: str = "auto"             # "auto" (cuda if available), "cuda", "cpu"
-    amp: bool | str = "auto"         # bf16 autocast (auto: on for cuda)
-    compile: bool = False            # torch.compile the backbone (falls back to eager, with a warning, if compiling fails)
-    data_on_device: bool | str = "auto"  # keep the uint8 training set on the device; False: gather batches on the host ("auto": if it fits)
-    out_dir: str = "runs/{method}_{dataset}_s{seed}"  # run folder: config, history, checkpoint, metrics, figures
-    resume: bool = False             # continue from out_dir/checkpoint.pt if present
-    eval_every: int = 10             # evaluate every N epochs (0: only at the end)
-    max_steps: int = 0               # stop after this many optimiser steps (0: no limit) — for trimmed runs
-    subset: int = 0                  # train on a random subset of this many images (0: all)
-    progress: bool = True            # show a progress bar
+    "Everything that defines a training run; a field left at None takes the method's setting for the dataset."
+    method: str = "cc"  # clustering method: cc, dcdc, crlc, tcc, cadec (any registered method)
+    dataset: str = "digits"  # benchmark name, a path to an .npz file or ImageFolder, or NAME for data_root/NAME.npz
+    data_root: str | None = None  # data folder (None: $DEEPCLUSTER_DATA, else the project's data/)
+    protocol: str | None = None  # "paper" (train and evaluate on the paper's splits) or "train-test"; None: the method's
+    backbone: str | None = None  # small_cnn, resnet18, resnet34 or resnet50, optionally prefixed sobel_
+    stem: str | None = None  # ResNet stem: "imagenet" (7x7/2 and max-pool) or "small" (3x3/1)
+    image_size: int | str | None = None  # training resolution in pixels, or "native" (the dataset's own)
+    n_clusters: int | None = None  # number of clusters K (None: the number of classes)
+    epochs: int | None = None  # passes over the training images
+    batch_size: int | None = None  # images per optimiser step (each gives the method's number of views)
+    optimizer: str | None = None  # "adam" or "sgd"
+    lr: float | None = None  # learning rate
+    weight_decay: float | None = None  # weight decay
+    momentum: float = 0.9  # SGD momentum
+    schedule: str | None = None  # learning-rate schedule: "constant" or "cosine" (to 0 at the last step)
+    warmup_epochs: int | None = None  # epochs of linear learning-rate warm-up from 0
+    seed: int = 0  # seeds Python, NumPy and torch; runs with one seed are identical on one machine
+    device: str = "auto"  # "auto" (cuda if available), "cuda", "cuda:N" or "cpu"
+    amp: bool | None = None  # bf16 autocast (None: on for cuda, off on the CPU)
+    compile: bool = False  # torch.compile the backbone (falls back to eager, with a warning, if compiling fails)
+    data_on_device: bool | None = None  # keep the uint8 training set on the device (None: if it fits)
+    threads: int = 0  # PyTorch CPU threads (0: PyTorch's default)
+    out_dir: str = "runs/{method}_{dataset}_s{seed}"  # run folder for config, history, checkpoint, metrics and figures
+    resume: bool = False  # continue the run in out_dir from its checkpoint
+    overwrite: bool = False  # replace a run already in out_dir (otherwise the trainer refuses to touch it)
+    eval_every: int = 10  # evaluate every N epochs (0: only at the end)
+    stop_on_collapse: bool = False  # stop (keeping the checkpoint) when the clusters collapse or the loss explodes or stalls
+    max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for trimmed runs
+    subset: int = 0  # train on a random subset of this many images (0: all)
+    progress: bool = True  # show a progress bar
     hparams: dict = field(default_factory=dict)  # method hyperparameters, e.g. {"tau_i": 0.5}
 
 # %% [markdown]
-# Resolution turns the "auto" fields into numbers and catches bad input early, with messages that list the valid
-# choices.
+# Values arrive as text from the command line and from papermill (`-p resume false` passes the string `"false"`,
+# which Python finds true). `TrainConfig.parse` turns such values into the declared types, and says which field and
+# what it expected when it cannot: booleans accept `true/false/yes/no/on/off/1/0` in any case, `auto`, `none` or an empty
+# string mean "the method's setting" for a field that may be `None`, and `hparams` accepts a YAML or JSON mapping.
+
+# %%
+#| export
+class ConfigError(ValueError):
+    "A bad training parameter: the message says which one and what to type instead."
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+def _coerce(name:str, value, anno:str):
+    "`value` converted to the field type `anno` (a string such as 'int | None')."
+    kinds = [k.strip() for k in anno.split("|")]
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto", "none", "null")):
+        if "None" in kinds: return None
+        if value is None: raise ConfigError(f"{name} cannot be None")
+    if "bool" in kinds:
+        if isinstance(value, (bool, np.bool_)): return bool(value)
+        if isinstance(value, (int, np.integer)) and value in (0, 1): return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE: return value.strip().lower() in _TRUE
+        raise ConfigError(f"{name} must be true or false (also yes/no, 1/0), got {value!r}")
+    if "dict" in kinds:
+        if isinstance(value, dict): return dict(value)
+        if isinstance(value, str):
+            import yaml
+            try: d = yaml.safe_load(value)
+            except yaml.YAMLError as e: d = e
+            if isinstance(d, dict): return d
+        raise ConfigError(f"{name} must be a mapping such as {{tau_i: 0.5}}, got {value!r}; from papermill pass it as YAML: "
+                          f"-y \"{name}: {{tau_i: 0.5}}\" (or -p {name} '{{\"tau_i\": 0.5}}')")
+    if isinstance(value, bool): raise ConfigError(f"{name} must be {anno.replace(' | None', '')}, got {value!r}")
+    if "int" in kinds:
+        try:
+            if isinstance(value, (int, np.integer)): return int(value)
+            if isinstance(value, float) and value.is_integer(): return int(value)
+            if isinstance(value, str) and value.strip().lstrip("+-").isdigit(): return int(value)
+        except (TypeError, ValueError): pass
+        if "str" in kinds and isinstance(value, str): return value.strip()
+        raise ConfigError(f"{name} must be an integer{' or a word such as native' if 'str' in kinds else ''}, got {value!r}")
+    if "float" in kinds:
+        try: return float(value)
+        except (TypeError, ValueError): raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    return str(value)
+
+@patch(cls_method=True)
+def parse(cls:TrainConfig, cfg:TrainConfig|dict|None=None, **params) -> TrainConfig:
+    "A `TrainConfig` from a config and/or raw values (strings from papermill or a command line), checked and converted."
+    raw = {**(asdict(cfg) if isinstance(cfg, TrainConfig) else dict(cfg or {})), **params}
+    known = {f.name: f.type for f in fields(cls)}
+    unknown = [k for k in raw if k not in known]
+    if unknown:
+        import difflib
+        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, 1)) else repr(k) for k in unknown]
+        raise ConfigError(f"unknown training parameter(s) {', '.join(hints)}. Valid: {', '.join(known)}")
+    return cls(**{k: _coerce(k, v, known[k]) for k, v in raw.items()})
+
+# %%
+test_eq(TrainConfig.parse(resume="false", compile="No", progress="0", epochs="12", lr="3e-4").resume, False)
+test_eq(TrainConfig.parse(epochs="12").epochs, 12); test_eq(TrainConfig.parse(lr="3e-4").lr, 3e-4)
+test_eq(TrainConfig.parse(image_size="native").image_size, "native"); test_eq(TrainConfig.parse(image_size="auto").image_size, None)
+test_eq(TrainConfig.parse(hparams="{tau_i: 0.5}").hparams, {"tau_i": 0.5})
+test_eq(TrainConfig.parse(TrainConfig(method="dcdc"), seed="3").method, "dcdc")
+test_fail(lambda: TrainConfig.parse(epoch=1), contains="'epoch' (did you mean 'epochs'?)")
+test_fail(lambda: TrainConfig.parse(resume="maybe"), contains="resume must be true or false")
+test_fail(lambda: TrainConfig.parse(hparams="{tau_i: 0.5"), contains="-y \"hparams: {tau_i: 0.5}\"")
+test_fail(lambda: TrainConfig.parse(epochs="ten"), contains="epochs must be an integer")
+
+# %% [markdown]
+# The papermill parameters cell of `nbs/train.ipynb` and the command line are generated from the fields and their
+# comments, so they cannot drift apart from the dataclass (a test compares the notebook's cell with this text).
+# papermill's `--help-notebook` reads the annotations, which must be written as `Optional[...]` for it.
+
+# %%
+#| export
+def config_help() -> dict:
+    "name -> (annotation, default, help) of every `TrainConfig` field, from the dataclass and its comments."
+    from fastcore.docments import docments
+    docs = docments(TrainConfig)
+    return {f.name: (f.type, f.default_factory() if f.default_factory is not field().default_factory else f.default,
+                     docs.get(f.name) or "") for f in fields(TrainConfig)}
+
+def _papermill_type(anno:str) -> str:
+    kinds = [k.strip() for k in anno.split("|")]
+    core = [k for k in kinds if k != "None"]
+    t = core[0] if len(core) == 1 else f"Union[{', '.join(core)}]"
+    return f"Optional[{t}]" if "None" in kinds else t
+
+def parameters_cell() -> str:
+    "The source of the papermill parameters cell of `nbs/train.ipynb`."
+    return "\n".join(f"{k}: {_papermill_type(a)} = {d!r}  # {h}" for k, (a, d, h) in config_help().items())
+
+# %%
+print("\n".join(parameters_cell().splitlines()[:4]))
+test_eq(_papermill_type("int | str | None"), "Optional[Union[int, str]]"); test_eq(_papermill_type("bool"), "bool")
+
+# %% [markdown]
+# **Resolution** fills the `None` fields from the method's settings table for the dataset (then from
+# `GLOBAL_DEFAULTS`, for a dataset no table names), checks every value, and catches bad input before anything is
+# built, with messages that list the valid choices.
 
 # %%
 #| export
 def dataset_key(name:str) -> str:
-    "The key under which methods look up their per-dataset defaults: the benchmark name, or 'custom'."
+    "The key under which settings tables look up a dataset: the benchmark name, or 'custom'."
     return name if name in DATASETS else "custom"
 
-GLOBAL_DEFAULTS = dict(backbone="resnet18", stem="small", image_size="native", epochs=100, batch_size=256,
-                       optimizer="adam", lr=3e-4, weight_decay=0.0)
+GLOBAL_DEFAULTS = dict(protocol="paper", backbone="resnet18", stem="small", image_size="native", epochs=100, batch_size=256,
+                       optimizer="adam", lr=3e-4, weight_decay=0.0, schedule="constant", warmup_epochs=0)
+
+MIN_IMAGE_SIZE = {"small_cnn": 4, "small": 8, "imagenet": 32}   # smallest side each backbone/stem accepts
+MAX_IMAGE_SIZE = 1024
+
+def _check_ranges(c:TrainConfig):
+    "Sane ranges for the numeric fields."
+    def bad(f, want): raise ConfigError(f"{f} must be {want}, got {getattr(c, f)!r}")
+    for f in ("epochs", "batch_size", "n_clusters"):
+        if getattr(c, f) < 1: bad(f, "a positive integer")
+    if c.n_clusters < 2: bad("n_clusters", "at least 2")
+    if c.batch_size < 2: bad("batch_size", "at least 2 (contrastive losses need negatives)")
+    if not 0 < c.lr <= 10: bad("lr", "in (0, 10]")
+    if c.weight_decay < 0: bad("weight_decay", "at least 0")
+    if not 0 <= c.momentum < 1: bad("momentum", "in [0, 1)")
+    for f in ("subset", "max_steps", "eval_every", "threads", "warmup_epochs"):
+        if getattr(c, f) < 0: bad(f, "0 or more")
+    if c.warmup_epochs >= c.epochs and c.warmup_epochs: bad("warmup_epochs", f"below epochs ({c.epochs})")
+    for k, v in c.hparams.items():   # temperatures of every method
+        if k.split("_")[0] in ("tau", "temperature", "lam") and isinstance(v, (int, float)) and v <= 0:
+            raise ConfigError(f"hparams.{k} is a temperature and must be positive, got {v!r}")
 
 def resolve_config(cfg:TrainConfig, data:ClusterData) -> tuple[TrainConfig, AugmentConfig]:
-    "Fill the 'auto' fields of `cfg` from the method's defaults for `data`; validate; return it with the augmentation."
+    "Fill the None fields of `cfg` from the method's settings for `data`; validate; return it with the augmentation."
     cls = get_method(cfg.method)
     key = dataset_key(cfg.dataset)
-    md = cls.defaults(key)
-    c = TrainConfig(**asdict(cfg))
-    for f in GLOBAL_DEFAULTS:
-        if getattr(c, f) == "auto": setattr(c, f, md.get(f, GLOBAL_DEFAULTS[f]))
-    if c.image_size == "native": c.image_size = data.train.x.shape[-1]
-    if c.n_clusters == "auto": c.n_clusters = data.n_clusters
-    c.hparams = {**md.get("hparams", {}), **(cfg.hparams or {})}
+    ms = cls.settings.resolve(key)
+    c = replace(cfg, hparams=dict(cfg.hparams or {}))
+    for f, v in GLOBAL_DEFAULTS.items():
+        if getattr(c, f) is None: setattr(c, f, ms.get(f, v))
+    if c.image_size == "native": c.image_size = int(data.train.x.shape[-1])
+    if c.n_clusters is None: c.n_clusters = int(data.n_clusters)
+    c.hparams = {**ms.get("hparams", {}), **c.hparams}
     base = c.backbone[6:] if c.backbone.startswith("sobel_") else c.backbone
-    if base not in BACKBONES: raise ValueError(f"Unknown backbone {c.backbone!r}. Valid: {', '.join(BACKBONES)} (optionally 'sobel_' + name)")
-    if c.stem not in ("imagenet", "small"): raise ValueError(f"stem must be 'imagenet' or 'small', got {c.stem!r}")
-    if c.optimizer not in ("adam", "sgd"): raise ValueError(f"optimizer must be 'adam' or 'sgd', got {c.optimizer!r}")
-    for f in ("image_size", "n_clusters", "epochs", "batch_size"):
-        v = getattr(c, f)
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1: raise ValueError(f"{f} must be a positive integer, got {v!r}")
-    if c.n_clusters < 2: raise ValueError(f"n_clusters must be at least 2, got {c.n_clusters}")
-    if c.batch_size < c.n_clusters:
-        raise ValueError(f"batch_size ({c.batch_size}) must be at least n_clusters ({c.n_clusters}): the cluster-level "
-                         f"losses contrast the K columns of a batch's soft-label matrix")
-    sig = inspect.signature(cls.__init__).parameters
-    bad = [k for k in c.hparams if k not in sig]
-    if bad: raise ValueError(f"Unknown hyperparameter(s) {bad} for method {c.method!r}. Valid: "
-                             f"{', '.join(k for k in sig if k not in ('self', 'backbone', 'feat_dim', 'n_clusters'))}")
-    aug = md.get("augment", cc_recipe)
-    aug = aug(key, c.image_size) if callable(aug) else AugmentConfig(**{**asdict(aug), "size": c.image_size})
+    if base not in BACKBONES: raise ConfigError(f"Unknown backbone {c.backbone!r}. Valid: {', '.join(BACKBONES)} (optionally 'sobel_' + name)")
+    for f, valid in (("stem", ("imagenet", "small")), ("optimizer", ("adam", "sgd")), ("schedule", ("constant", "cosine")),
+                     ("protocol", ("paper", "train-test"))):
+        if getattr(c, f) not in valid: raise ConfigError(f"{f} must be one of {', '.join(map(repr, valid))}, got {getattr(c, f)!r}")
+    if not isinstance(c.image_size, int): raise ConfigError(f"image_size must be a number of pixels or 'native', got {c.image_size!r}")
+    lo = MIN_IMAGE_SIZE["small_cnn" if base == "small_cnn" else c.stem]
+    if not lo <= c.image_size <= MAX_IMAGE_SIZE:
+        raise ConfigError(f"image_size {c.image_size} is outside what {c.backbone}" + ("" if base == "small_cnn" else f" with the {c.stem} stem")
+                          + f" can train on: {lo} to {MAX_IMAGE_SIZE} pixels")
+    _check_ranges(c)
+    if cls.column_contrast and c.batch_size < c.n_clusters:
+        raise ConfigError(f"batch_size ({c.batch_size}) must be at least n_clusters ({c.n_clusters}): {c.method}'s loss contrasts "
+                          f"the K columns of a batch's soft-label matrix")
+    valid = cls.hyperparameters()
+    bad = [k for k in c.hparams if k not in valid]
+    if bad: raise ConfigError(f"Unknown hyperparameter(s) {bad} for method {c.method!r}. Valid: {', '.join(valid)}")
+    aug = ms.get("augment", cc_recipe)
+    aug = aug(key, c.image_size) if callable(aug) else replace(aug, size=c.image_size)
     return c, aug
 
 # %%
-_data = load_dataset("digits")
+show_doc(resolve_config)
+
+# %%
 _c, _a = resolve_config(TrainConfig(), _data)
-test_eq((_c.backbone, _c.image_size, _c.n_clusters, _c.optimizer), ("small_cnn", 8, 10, "adam")); test_eq(_a.kind, "digits")
-test_fail(lambda: resolve_config(TrainConfig(method="kmeans"), _data), contains="Valid: cc")
+test_eq((_c.backbone, _c.image_size, _c.n_clusters, _c.optimizer, _c.protocol), ("small_cnn", 8, 10, "adam", "paper")); test_eq(_a.kind, "digits")
+test_eq(resolve_config(TrainConfig(lr=1e-3), _data)[0].lr, 1e-3)                 # an explicit value wins over the table
+test_fail(lambda: resolve_config(TrainConfig(method="kmeans"), _data), contains="Valid: ")
 test_fail(lambda: resolve_config(TrainConfig(backbone="vgg16"), _data), contains="Valid: small_cnn")
 test_fail(lambda: resolve_config(TrainConfig(batch_size=8), _data), contains="at least n_clusters")
 test_fail(lambda: resolve_config(TrainConfig(hparams={"tau": 1}), _data), contains="Valid: tau_i, tau_c")
+test_fail(lambda: resolve_config(TrainConfig(hparams={"tau_i": 0}), _data), contains="temperature and must be positive")
+test_fail(lambda: resolve_config(TrainConfig(image_size=1), _data), contains="4 to 1024 pixels")
+test_fail(lambda: resolve_config(TrainConfig(weight_decay=-1), _data), contains="weight_decay must be at least 0")
+test_fail(lambda: resolve_config(TrainConfig(lr=1e6), _data), contains="lr must be in (0, 10]")
 
 # %% [markdown]
 # ## Seeds
 # Every epoch reseeds all generators from `(seed, epoch, pass)`. Two runs with the same seed see the same
 # permutations and the same augmentations, and a run resumed from the checkpoint of epoch $e$ replays epoch $e+1$
-# exactly as the uninterrupted run did — no generator state has to survive a kill.
+# exactly as the uninterrupted run did — no generator state has to survive a kill. (Across machines the floating-point
+# order of operations differs, so runs with one seed agree only on one machine and thread count.)
 
 # %%
 #| export
@@ -141,103 +327,620 @@ seed_everything(3, 1); _r1 = torch.rand(3); seed_everything(3, 1); test_eq(torch
 seed_everything(3, 2); assert not torch.equal(torch.rand(3), _r1)
 
 # %% [markdown]
-# ## Evaluation
-# The cluster head's prediction on un-augmented images (resized to the training size and normalised).
+# ## From a configuration to the pieces
+# The trainer holds what the smallest loop took as arguments. It is built in four steps — resolve the
+# configuration, prepare the data and its augmentation, build the method, build the optimiser — each a method of its
+# own, so that the data-parallel trainer of the last chapter can extend one step without copying the others.
 
 # %%
 #| export
-@torch.no_grad()
-def predict(method, data:ImageData, aug:BatchAugment, batch_size:int=512, device="cpu", amp:bool=False) -> dict:
-    "Soft assignments `probs` (N, K) and backbone `features` (N, D) of every image, without augmentation, as NumPy."
-    was = method.training; method.eval()
-    outs = {"probs": [], "features": []}
-    for i in range(0, len(data), batch_size):
-        x = aug.eval_view(data.x[i:i + batch_size].to(device, non_blocking=True))
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-            o = method(x)
-        for k in outs: outs[k].append(o[k].float().cpu())
-    method.train(was)
-    return {k: torch.cat(v).numpy() for k, v in outs.items()}
-
-def evaluate_clustering(y_true, probs:np.ndarray) -> dict:
-    "ACC/NMI/ARI of argmax assignments plus cluster-usage diagnostics (empty clusters, largest cluster's share)."
-    pred = probs.argmax(1)
-    sizes = cluster_sizes(pred, probs.shape[1])
-    m = evaluate(y_true, pred) if (np.asarray(y_true) >= 0).all() else {}
-    return {**m, "empty_clusters": int((sizes == 0).sum()), "largest_cluster": float(sizes.max() / sizes.sum()),
-            "cluster_sizes": sizes.tolist()}
-
-# %% [markdown]
-# ## Checkpoints and history
-# A checkpoint is written after every epoch to a temporary file and moved into place with `os.replace`, which is
-# atomic: a kill at any moment leaves either the previous checkpoint or the new one, never a torn file.
+class Trainer:
+    "Train any registered method on any dataset: `Trainer(TrainConfig(...)).fit()` returns the final metrics."
+    def __init__(self, cfg:TrainConfig, data:ClusterData|None=None):
+        self.setup_config(cfg, data)
+        self.setup_data()
+        self.setup_model()
+        self.setup_optimizer()
+        self.epoch, self.global_step, self.history = 0, 0, []
 
 # %%
 #| export
-def atomic_save(obj, path):
-    "torch.save to a temporary file, then atomically replace `path`."
-    path = Path(path); tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp); os.replace(tmp, path)
-
-def write_json(obj, path):
-    "Write JSON atomically."
-    path = Path(path); tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))); os.replace(tmp, path)
-
-def write_history(history:list, out_dir):
-    "The per-epoch history as history.json and history.csv (scalar columns)."
-    out_dir = Path(out_dir); write_json(history, out_dir / "history.json")
-    cols = []
-    for h in history: cols += [k for k, v in h.items() if k not in cols and not isinstance(v, (list, dict))]
-    with open(out_dir / "history.csv.tmp", "w", newline="") as f:
-        w = csv.DictWriter(f, cols); w.writeheader()
-        for h in history: w.writerow({k: h.get(k, "") for k in cols})
-    os.replace(out_dir / "history.csv.tmp", out_dir / "history.csv")
-
-# %% [markdown]
-# ## The trainer
-# The loop keeps the data where the model is (`uint8` on the device), draws a permutation per epoch, augments each
-# batch on the device, and accumulates the step's scalars on the device: nothing in the hot loop waits for the GPU.
-# A method may train several heads one after the other per epoch (`train_heads`). A non-finite loss stops the run
-# at the end of the epoch with a clear message; the checkpoint of the last good epoch stays in place.
-
-# %%
-#| export
-class NonFiniteLoss(RuntimeError):
-    "Raised when a training loss becomes NaN or infinite."
-
-def _device(name):
+def pick_device(name:str) -> torch.device:
+    "'auto' → cuda if available, else cpu; a clear error for a CUDA device that is not there."
     if name == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available(): raise ValueError("device='cuda' but no CUDA device is available")
-    return torch.device(name)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but no CUDA device is available (use device='cpu' or 'auto')")
+    try: return torch.device(name)
+    except RuntimeError: raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
 
+@patch
+def setup_config(self:Trainer, cfg:TrainConfig, data:ClusterData|None=None):
+    "Parse and resolve the configuration against the method's settings table and the data; pick the device."
+    cfg = TrainConfig.parse(cfg)
+    get_method(cfg.method)                       # an unknown method fails before any data is loaded
+    self.device = pick_device(cfg.device)
+    if cfg.threads: torch.set_num_threads(cfg.threads)
+    protocol = cfg.protocol or get_method(cfg.method).settings.resolve(dataset_key(cfg.dataset)).get("protocol", "paper")
+    self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root, protocol)
+    cfg = replace(cfg, protocol=protocol, data_root=str(data_root(cfg.data_root)))
+    self.cfg, self.aug_cfg = resolve_config(cfg, self.data)
+    c = self.cfg
+    self.amp = (self.device.type == "cuda") if c.amp is None else c.amp
+    self.out_dir = Path(c.out_dir.format(method=c.method, dataset=Path(str(c.dataset)).stem, seed=c.seed))
+    self.is_main, self.world_size = True, 1     # one process; the data-parallel trainer changes both
+
+# %% [markdown]
+# The data step seeds, takes an optional random subset (with its own generator, so the subset does not move the
+# other random streams), measures the channel statistics the augmentation normalises with, and decides where the
+# images live (see *Data on the device* below).
+
+# %%
+#| export
 def channel_stats(x:torch.Tensor, n:int=5000, seed:int=0):
     "Per-channel mean and std of uint8 images in [0, 1] units, from up to `n` random images."
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
     xf = x[idx].float().div_(255)
     return xf.mean((0, 2, 3)).tolist(), xf.std((0, 2, 3)).clamp(min=1e-3).tolist()
 
+@patch
+def setup_data(self:Trainer):
+    "The training and evaluation images, the augmentation, and where the training images live."
+    c = self.cfg
+    seed_everything(c.seed)
+    train = self.data.train
+    if c.subset and c.subset < len(train):
+        train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(c.seed))[:c.subset].sort().values)
+    self.train_data = train
+    self.eval_data = train if self.data.eval is self.data.train else self.data.eval
+    if len(train) < c.batch_size:
+        raise ConfigError(f"batch_size ({c.batch_size}) is larger than the training set ({len(train)} images)")
+    check_memory(self)
+    mean, std = channel_stats(train.x)
+    self.aug = BatchAugment(self.aug_cfg, mean, std).to(self.device)
+    self.place_data(train.x)
+
 # %% [markdown]
-# ## Two speed switches
-# **Where the images live.** With `data_on_device=True` the whole uint8 training set sits in device memory; an epoch
-# is a permutation of indices and a batch is a slice of it, gathered on the device. At native size CIFAR-10 (60,000
-# images) takes 184 MB and the largest of the papers' sets, STL-10 with its unlabelled split (113,000 images of
-# 96 px), 3.1 GB, so they fit on one GPU. For a dataset that does not, `data_on_device=False` keeps the
-# images in host memory and works like a DataLoader: a background thread gathers the uint8 images of the next
-# batches on the host and pins them, and the main thread copies each batch with `non_blocking=True`, so the copy
-# overlaps the GPU's work on the previous step. `"auto"` keeps the data on the device when it takes at most half of
-# the free device memory. On the CPU both paths see the same permutation and give identical runs.
+# Where the images live is a concern of its own (*Data on the device*, below). Until then they simply stay where
+# they are:
+
+# %%
+@patch
+def place_data(self:Trainer, x:torch.Tensor):
+    "The first version: the training images stay where they are."
+    self.data_on_device, self.x = True, x
+
+# %% [markdown]
+# Before anything large is allocated, `check_memory` estimates what a training step will hold: the backbone's
+# activations for every view of a batch, counted by running the backbone once on PyTorch's `meta` device (shapes
+# only, no memory, no arithmetic), times three for the gradients and the saved inputs of each layer. A run that cannot
+# fit is refused with the numbers, instead of being killed by the operating system halfway through its first step.
 
 # %%
 #| export
-def use_data_on_device(setting:bool|str, # TrainConfig.data_on_device: True, False or "auto"
+def activation_count(backbone:torch.nn.Module, # the backbone (not modified)
+                     shape:tuple, # (C, S, S) of one input image
+                    ) -> int: # elements produced by all leaf modules for one image
+    "How many activation values one image creates in a forward pass, counted on the meta device."
+    m = copy.deepcopy(backbone).to("meta").eval()
+    total = 0
+    def hook(mod, inp, out):
+        nonlocal total; total += sum(t.numel() for t in (out if isinstance(out, (tuple, list)) else [out]) if torch.is_tensor(t))
+    hs = [s.register_forward_hook(hook) for s in m.modules() if not list(s.children())]
+    with torch.no_grad(): m(torch.empty(2, *shape, device="meta"))
+    for h in hs: h.remove()
+    return total // 2
+
+def available_memory(device:torch.device) -> int|None:
+    "Free bytes on `device` (MemAvailable on Linux for the CPU), or None when unknown."
+    if device.type == "cuda": return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"): return int(line.split()[1]) * 1024
+    except OSError: pass
+    return None
+
+@patch
+def memory_estimate(self:Trainer) -> int:
+    "Bytes a training step needs, roughly: 3 × activations (forward, saved, gradients) for every view of a batch."
+    c, C = self.cfg, self.train_data.x.shape[1]
+    with torch.device("meta"): bb, _ = make_backbone(c.backbone, C, c.stem == "small")
+    per_image = activation_count(bb, (C, c.image_size, c.image_size)) + 4 * C * c.image_size ** 2   # + the augmented view
+    views = get_method(c.method).n_views + get_method(c.method).needs_raw
+    return 3 * 4 * per_image * views * c.batch_size // self.world_size
+
+def check_memory(trainer:Trainer):
+    "Refuse a run whose training step cannot fit in the device's free memory, before allocating it."
+    need, free = trainer.memory_estimate(), available_memory(trainer.device)
+    if free is not None and need > free:
+        c = trainer.cfg
+        raise ConfigError(f"this run needs about {need / 2**30:.1f} GiB for a training step (batch_size {c.batch_size}, "
+                          f"image_size {c.image_size}, {c.backbone}) but {trainer.device} has {free / 2**30:.1f} GiB free: "
+                          f"lower batch_size or image_size")
+
+# %%
+_bb8, _ = make_backbone("small_cnn", 1)
+test_eq(activation_count(_bb8, (1, 8, 8)), activation_count(_bb8, (1, 8, 8)))
+assert activation_count(_bb8, (1, 16, 16)) > 3 * activation_count(_bb8, (1, 8, 8))   # grows with the image area
+assert available_memory(torch.device("cpu")) is None or available_memory(torch.device("cpu")) > 0
+
+# %% [markdown]
+# The model step builds the backbone and hands it to the method. The optimiser step is shared with the benchmark
+# chapter: Adam or SGD with momentum over the method's parameter groups (a method may exempt biases and norms from
+# weight decay), fused on the GPU.
+
+# %%
+#| export
+def compile_module(module:torch.nn.Module, # compiled in place
+                   backend:str|object="inductor", # a torch.compile backend
+                  ) -> torch.nn.Module:
+    "torch.compile `module`'s forward in place, keeping its state-dict names; fall back to eager, with a warning, if compiling fails."
+    cls = type(module)
+    compiled = torch.compile(cls.forward, backend=backend)
+    failed = []
+    def forward(self, *args, **kwargs):
+        if not failed:
+            try: return compiled(self, *args, **kwargs)
+            except Exception as e:
+                failed.append(e)
+                warnings.warn(f"torch.compile of {cls.__name__} failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
+                              f"running it eagerly")
+        return cls.forward(self, *args, **kwargs)
+    module.__class__ = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__, "_compiled_from": cls})
+    return module
+
+@patch
+def setup_model(self:Trainer):
+    "The backbone and the method on the device (channels-last on a GPU; optionally compiled)."
+    c = self.cfg
+    backbone, feat_dim = make_backbone(c.backbone, self.train_data.x.shape[1], c.stem == "small")
+    self.method = get_method(c.method)(backbone, feat_dim, c.n_clusters, **c.hparams).to(self.device)
+    if self.device.type == "cuda": self.method = self.method.to(memory_format=torch.channels_last)
+    if c.compile: compile_module(self.method.backbone)
+    self.step_fn = self.method.training_step     # the data-parallel trainer puts DDP in between
+
+# %%
+#| export
+def make_optimizer(method, # a `ClusterMethod`
+                   optimizer:str, # "adam" or "sgd"
+                   lr:float, weight_decay:float, momentum:float=0.9,
+                   device:torch.device=torch.device("cpu"), # fused kernels on CUDA
+                  ) -> torch.optim.Optimizer:
+    "Adam or SGD with momentum over the method's parameter groups."
+    groups, fused = method.param_groups(weight_decay), torch.device(device).type == "cuda"
+    if optimizer == "adam": return torch.optim.Adam(groups, lr=lr, fused=fused)
+    if optimizer == "sgd": return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused)
+    raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+
+@patch
+def setup_optimizer(self:Trainer):
+    "The optimiser of the configuration."
+    c = self.cfg
+    self.opt = make_optimizer(self.method, c.optimizer, c.lr, c.weight_decay, c.momentum, self.device)
+
+# %% [markdown]
+# The configuration of the quick start, and the pieces it resolves to:
+
+# %%
+_tr = Trainer(TrainConfig(method="cc", dataset="digits", progress=False), _data)
+test_eq((_tr.cfg.backbone, _tr.cfg.batch_size, _tr.aug_cfg.kind, type(_tr.method).__name__, type(_tr.opt).__name__),
+        ("small_cnn", 128, "digits", "CC", "Adam"))
+test_eq(_tr.x.dtype, torch.uint8)
+test_fail(lambda: Trainer(TrainConfig(image_size=1000, batch_size=1024, backbone="resnet50", stem="small"), _data),
+          contains="lower batch_size or image_size")
+
+# %% [markdown]
+# ## One epoch
+# An epoch is the smallest loop's inner loop with three changes: the batches come from wherever the images live
+# (`batches`), a process may take only its slice of each batch (`local_batch`, the identity here), and the step's
+# scalars are summed *on the device*. Calling `.item()` after every step, as the smallest loop does, makes the host
+# wait for the device at every step; summing on the device and reading the sums once per epoch does not. A method
+# may train several heads one after another (`train_heads`); each pass reseeds from `(seed, epoch, pass)`.
+
+# %%
+#| export
+@patch(as_prop=True)
+def steps_per_epoch(self:Trainer) -> int: return len(self.train_data) // self.cfg.batch_size
+
+@patch
+def batches(self:Trainer, perm:torch.Tensor):
+    "(indices, uint8 images) of each step of an epoch, on the device: slices of the resident data, or gathered on the host."
+    B = self.cfg.batch_size
+    if not self.data_on_device:
+        yield from host_batches(self.x, perm, B, self.steps_per_epoch, self.device); return
+    for s in range(self.steps_per_epoch):
+        idx = perm[s * B:(s + 1) * B]
+        yield idx, self.x[idx]
+
+@patch
+def local_batch(self:Trainer, idx:torch.Tensor, xb:torch.Tensor) -> tuple:
+    "This process's part of a global batch: all of it on one process."
+    return idx, xb
+
+@patch
+def seed_views(self:Trainer, pass_index:int):
+    "Reseed the augmentations of this pass after the permutation (one process: nothing to do)."
+
+# %% [markdown]
+# The learning rate may follow a schedule. It is a function of the step alone — linear warm-up, then constant or a
+# cosine decay to zero at the last step — so a resumed run needs no scheduler state and replays the same rates.
+
+# %%
+#| export
+def lr_at(step:int, # optimiser steps taken so far (0 for the first step)
+          total:int, # steps in the whole run
+          base:float, # the configured learning rate
+          schedule:str="constant", # "constant" or "cosine"
+          warmup:int=0, # warm-up steps
+         ) -> float:
+    "The learning rate of step `step`: linear warm-up from 0 over `warmup` steps, then constant or cosine to 0."
+    if step < warmup: return base * (step + 1) / warmup
+    if schedule == "cosine":
+        t = (step - warmup) / max(1, total - warmup)
+        return base * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return base
+
+# %%
+test_eq([lr_at(s, 10, 1.0) for s in (0, 9)], [1.0, 1.0])
+test_close([lr_at(s, 10, 1.0, "cosine", warmup=2) for s in (0, 1, 2, 6)], [0.5, 1.0, 1.0, 0.5])
+test_close(lr_at(10, 10, 1.0, "cosine"), 0.0)
+
+# %%
+#| export
+@patch(as_prop=True)
+def total_steps(self:Trainer) -> int:
+    "Optimiser steps of the whole run."
+    n = self.cfg.epochs * self.steps_per_epoch * len(self.method.train_heads)
+    return min(n, self.cfg.max_steps) if self.cfg.max_steps else n
+
+@patch
+def train_step(self:Trainer, idx:torch.Tensor, xb:torch.Tensor, head:str="main") -> dict:
+    "One optimiser step on the uint8 images `xb` (indices `idx`): views, the method's loss, backward, step."
+    idx, xb = self.local_batch(idx, xb)
+    views = [self.aug(xb) for _ in range(self.method.n_views)]
+    if self.device.type == "cuda": views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    raw = self.aug.eval_view(xb) if self.method.needs_raw else None
+    c = self.cfg
+    if c.schedule != "constant" or c.warmup_epochs:
+        lr = lr_at(self.global_step, self.total_steps, c.lr, c.schedule, c.warmup_epochs * self.steps_per_epoch * len(self.method.train_heads))
+        for g in self.opt.param_groups: g["lr"] = lr
+    with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        out = self.step_fn(Batch(views, idx, raw), head)
+    self.opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    self.opt.step()
+    self.global_step += 1
+    self.method.after_step(self.global_step)
+    return out
+
+# %%
+#| export
+class NonFiniteLoss(RuntimeError):
+    "Raised when a training loss becomes NaN or infinite."
+
+@patch
+def train_epoch(self:Trainer, bar=None) -> dict:
+    "One pass over the training images per head; the mean of every loss term (one host synchronisation per epoch)."
+    c, sums, n = self.cfg, {}, 0
+    self.method.train()
+    for hi, head in enumerate(self.method.train_heads):
+        seed_everything(c.seed, self.epoch, hi)
+        perm = torch.randperm(len(self.x), device=self.x.device)    # the same permutation on every process
+        self.seed_views(hi)
+        batches = self.batches(perm)
+        for idx, xb in batches:
+            out = self.train_step(idx, xb, head)
+            for k, v in out.items():
+                key = k if head == "main" else f"{head}/{k}"
+                sums[key] = sums.get(key, 0) + v.detach().float()
+            n += head == "main"
+            if bar is not None: bar.update(1)
+            if c.max_steps and self.global_step >= c.max_steps: break
+        batches.close()
+        if c.max_steps and self.global_step >= c.max_steps: break
+    stats = {k: float(v) / max(n, 1) for k, v in sums.items()}
+    bad = [k for k, v in stats.items() if not math.isfinite(v)]
+    if bad: raise NonFiniteLoss(f"non-finite {bad} in epoch {self.epoch + 1} (step {self.global_step}); the last good "
+                                f"checkpoint is kept in {self.out_dir}. Try a lower lr or another seed.")
+    return stats
+
+# %% [markdown]
+# The check: with the trainer's seeding, the smallest loop and the trainer's epochs are the same computation.
+
+# %%
+_cfg = TrainConfig(method="cc", dataset="digits", subset=512, epochs=2, progress=False)
+_tr = Trainer(_cfg, _data)
+_trainer_losses = [(_tr.train_epoch()["loss"], setattr(_tr, "epoch", _tr.epoch + 1))[0] for _ in range(2)]
+seed_everything(0)
+_bb, _fd = make_backbone("small_cnn", 1)
+_cc = CC(_bb, _fd, 10)
+_minimal_losses = fit_minimal(_cc, _tr.x, _tr.aug, epochs=2, batch_size=128, lr=_tr.cfg.lr, reseed=lambda e: seed_everything(0, e, 0))
+test_close(_trainer_losses, _minimal_losses, eps=1e-5)
+print("trainer:", [round(l, 5) for l in _trainer_losses], " smallest loop:", [round(l, 5) for l in _minimal_losses])
+
+# %% [markdown]
+# ## Evaluation
+# The cluster head's prediction on un-augmented images (resized to the training size and normalised), scored with
+# the metrics chapter's `score_assignments`: ACC/NMI/ARI, cluster usage, and whether the clustering has collapsed.
+# `predict` is the one function that runs a model over a dataset; the report and the methods' own evaluations use it too.
+
+# %%
+#| export
+@torch.no_grad()
+def predict(method, # a `ClusterMethod`
+            data:ImageData|torch.Tensor, # images (an `ImageData` or a uint8 tensor (N, C, H, W))
+            aug:BatchAugment, # its `eval_view` resizes and normalises
+            batch_size:int=512, # images per forward pass
+            device="cpu", # where the model is
+            amp:bool=False, # bf16 autocast
+            keys:tuple=("probs", "features"), # outputs of the method's `forward` to collect
+           ) -> dict: # key -> NumPy array (N, ...)
+    "Run the method in eval mode over every image without augmentation; collect `keys` of its outputs."
+    x = data.x if isinstance(data, ImageData) else data
+    device = torch.device(device)
+    was = method.training; method.eval()
+    outs = {k: [] for k in keys}
+    for i in range(0, len(x), batch_size):
+        v = aug.eval_view(x[i:i + batch_size].to(device, non_blocking=True))
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            o = method(v)
+        for k in keys: outs[k].append(o[k].float().cpu())
+    method.train(was)
+    return {k: torch.cat(v).numpy() for k, v in outs.items()}
+
+evaluate_clustering = score_assignments   # the name of the first edition
+
+@patch
+def evaluate(self:Trainer) -> dict:
+    "Scores of the cluster head on the evaluation images, with cluster usage and collapse."
+    self.predictions = predict(self.method, self.eval_data, self.aug, device=self.device, amp=self.amp)
+    return score_assignments(self.eval_data.y, self.predictions["probs"])
+
+# %%
+_e = _tr.evaluate()
+test_eq(sum(_e["cluster_sizes"]), len(_tr.eval_data)); test_eq(_tr.predictions["features"].shape, (512, 256))
+print({k: _e[k] for k in ("acc", "nmi", "ari", "largest_cluster", "collapsed")})
+
+# %% [markdown]
+# ## Checkpoints and exact resume
+# The state of a run is the method's weights and buffers (queues, memory banks and momentum networks included), the
+# optimiser's state, the step counters and the history. It holds only tensors and plain data, so it loads with
+# `torch.load(weights_only=True)` — PyTorch's safe loader, which refuses a file that carries code instead of running it.
+# A checkpoint is written after every epoch to a temporary file and moved into place with `os.replace`, which is
+# atomic: a kill at any moment leaves a complete checkpoint. The previous checkpoint is kept beside it, so a latest
+# file damaged later (a full disk, a bad copy) falls back to the one before.
+
+# %%
+#| export
+def write_json(obj, path):
+    "Write JSON atomically."
+    path = Path(path); tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))); os.replace(tmp, path)
+
+def atomic_save(obj, path):
+    "torch.save to a temporary file, then atomically replace `path`."
+    path = Path(path); tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp); os.replace(tmp, path)
+
+def save_checkpoint(state:dict, # what `Trainer.state` returns
+                    path, # the checkpoint file; the one it replaces becomes NAME.prev.pt
+                   ):
+    "Write a checkpoint atomically, keeping the previous one as `<name>.prev.pt` (at every moment both are complete)."
+    path = Path(path); prev = path.with_suffix(".prev.pt")
+    if path.exists():
+        link = prev.with_name(prev.name + ".tmp")
+        link.unlink(missing_ok=True)
+        try: os.link(path, link)
+        except OSError: shutil.copy2(path, link)
+        os.replace(link, prev)
+    atomic_save(state, path)
+
+class UnsafeCheckpoint(RuntimeError):
+    "A checkpoint that holds code or other Python objects: refused, never executed."
+
+def load_checkpoint(path, # a checkpoint file (its `.prev.pt` sibling is the fallback)
+                    map_location="cpu") -> tuple: # (the state dict, the file it came from)
+    "Load a checkpoint with `weights_only=True`; fall back to the previous one, with a warning, if the latest is damaged."
+    path = Path(path); errors = []
+    for p in (path, path.with_suffix(".prev.pt")):
+        if not p.exists(): continue
+        try: return torch.load(p, map_location=map_location, weights_only=True), p
+        except Exception as e:
+            why = next((l.strip() for l in str(e).splitlines() if "GLOBAL" in l), None)
+            if why:   # the safe unpickler met a reference to code (garbage bytes fail differently: a damaged file)
+                raise UnsafeCheckpoint(f"refusing to load {p}: it holds Python objects other than tensors and plain data "
+                                       f"(code could run on loading; {why}). Checkpoints written by this package never do; "
+                                       f"only load files you trust") from None
+            errors.append(f"{p.name}: {type(e).__name__}: {str(e).strip().splitlines()[0][:120]}")
+            warnings.warn(f"cannot read {p} ({errors[-1]}); trying the previous checkpoint")
+    raise FileNotFoundError(f"no readable checkpoint at {path}" + (f" ({'; '.join(errors)})" if errors else ""))
+
+# %% [markdown]
+# The trainer's side: what goes into a checkpoint, and how it comes back. `on_resume` gives the method the training
+# images again (two-stage CRLC draws its positives from them).
+
+# %%
+#| export
+@patch
+def state(self:Trainer, finished:bool=False) -> dict:
+    "Everything needed to continue the run, as tensors and plain data."
+    return {"method": self.cfg.method, "dataset": self.cfg.dataset, "config": asdict(self.cfg), "augment": asdict(self.aug_cfg),
+            "epoch": self.epoch, "global_step": self.global_step, "finished": finished,
+            "model": self.method.state_dict(), "optimizer": self.opt.state_dict(), "history": self.history,
+            "norm": {"mean": self.aug.mean.flatten().tolist(), "std": self.aug.std.flatten().tolist()}}
+
+@patch
+def load_state(self:Trainer, ck:dict):
+    "Restore weights, optimiser state, counters and history from a checkpoint of the same method and dataset."
+    if ck["method"] != self.cfg.method or ck["dataset"] != self.cfg.dataset:
+        raise ConfigError(f"checkpoint is for method={ck['method']!r}, dataset={ck['dataset']!r}, "
+                          f"not {self.cfg.method!r}/{self.cfg.dataset!r}")
+    self.method.load_state_dict(ck["model"]); self.opt.load_state_dict(ck["optimizer"])
+    self.epoch, self.global_step, self.history = ck["epoch"], ck["global_step"], ck["history"]
+    self.method.on_resume(self.x, self.aug)
+
+# %% [markdown]
+# The check: two epochs, a checkpoint, a fresh trainer that loads it and trains a third epoch, against three epochs
+# straight. Reseeding per epoch makes them identical, not merely close.
+
+# %%
+def _epochs(tr, n):
+    for _ in range(n): tr.history.append(tr.train_epoch()); tr.epoch += 1
+    return tr
+
+with tempfile.TemporaryDirectory() as _t:
+    _a = _epochs(Trainer(_cfg, _data), 2)
+    save_checkpoint(_a.state(), Path(_t) / "checkpoint.pt")
+    _b = Trainer(_cfg, _data); _b.load_state(load_checkpoint(Path(_t) / "checkpoint.pt")[0]); _epochs(_b, 1)
+    _whole = _epochs(Trainer(_cfg, _data), 3)
+    test_eq([h["loss"] for h in _b.history], [h["loss"] for h in _whole.history])
+    for _k, _v in _whole.method.state_dict().items(): test_eq(_b.method.state_dict()[_k], _v)
+    # a second save keeps the first as checkpoint.prev.pt; a damaged latest file falls back to it
+    save_checkpoint(_b.state(), Path(_t) / "checkpoint.pt")
+    (Path(_t) / "checkpoint.pt").write_bytes(b"damaged")
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always"); _ck, _from = load_checkpoint(Path(_t) / "checkpoint.pt")
+    test_eq((_from.name, _ck["epoch"]), ("checkpoint.prev.pt", 2))
+
+# %% [markdown]
+# And a checkpoint that carries code is refused without running it. The "code" here is a class whose unpickling
+# would call `os.system`; the safe loader stops at the unknown global:
+
+# %%
+class _Payload:
+    def __reduce__(self): return (os.system, ("echo this must never run",))
+with tempfile.TemporaryDirectory() as _t:
+    torch.save({"model": _Payload()}, Path(_t) / "evil.pt")
+    test_fail(lambda: load_checkpoint(Path(_t) / "evil.pt"), contains="refusing to load")
+
+# %% [markdown]
+# ## Run folders
+# A run lives in a folder: `config.json` (the configuration actually used), `history.csv`/`history.json`, the
+# checkpoints, `metrics.json` and two figures. Following the conventions of Hugging Face's `Trainer` and Lightning,
+# the trainer never replaces a run that is already there unless told to (`overwrite=True`), and a resumed run must
+# be the run it continues: changing the architecture, the data or the optimisation is refused, while what only
+# extends or observes the run (more epochs, the evaluation interval, the device) is allowed and recorded.
+
+# %%
+#| export
+RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", "config.json", "history.json", "history.csv", "metrics.json",
+             "training_curves.png", "confusion.png", "report.json")
+RESUME_SAFE = ("epochs", "eval_every", "max_steps", "progress", "device", "amp", "compile", "data_on_device", "threads",
+               "out_dir", "resume", "overwrite", "stop_on_collapse", "data_root")
+
+class RunFolderExists(FileExistsError):
+    "The run folder already holds a run that this one would overwrite."
+
+def _plain(v): return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else {k: _plain(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+def config_changes(saved:dict, # the configuration in the checkpoint
+                   new:dict, # the configuration of the resuming run
+                  ) -> tuple: # (safe changes, refused changes), each name -> (saved, new)
+    "What a resumed run changes, split into the changes that are safe and the ones that would make it another run."
+    diff = {k: (saved.get(k), v) for k, v in new.items() if _plain(saved.get(k)) != _plain(v) and k not in ("resume", "overwrite", "progress")}
+    return {k: d for k, d in diff.items() if k in RESUME_SAFE}, {k: d for k, d in diff.items() if k not in RESUME_SAFE}
+
+def clear_run_folder(out_dir:Path):
+    "Delete a run's files (and stale temporary files) from `out_dir`, leaving anything else there."
+    for f in RUN_FILES: (out_dir / f).unlink(missing_ok=True)
+    for f in out_dir.glob("*.tmp"): f.unlink()
+
+# %%
+test_eq(config_changes({"epochs": 10, "lr": 1e-3}, {"epochs": 20, "lr": 1e-3}), ({"epochs": (10, 20)}, {}))
+test_eq(config_changes({"epochs": 10, "lr": 1e-3}, {"epochs": 10, "lr": 2e-3})[1], {"lr": (1e-3, 2e-3)})
+test_eq(config_changes({"hparams": {"w": (1, 2)}}, {"hparams": {"w": [1, 2]}}), ({}, {}))   # a tuple saved, a list given
+
+# %%
+#| export
+@patch
+def start_run(self:Trainer):
+    "Apply the run-folder rules, then either resume from the checkpoint or start (calling the method's `on_train_start`)."
+    c, d = self.cfg, self.out_dir
+    d.mkdir(parents=True, exist_ok=True)
+    for f in d.glob("*.tmp"): f.unlink()                      # left by a kill during a write
+    ck_path, present = d / "checkpoint.pt", [f for f in RUN_FILES if (d / f).exists()]
+    self.resumed_changes = {}
+    if c.resume and (ck_path.exists() or ck_path.with_suffix(".prev.pt").exists()):
+        ck, src = load_checkpoint(ck_path, self.device)
+        safe, refused = config_changes(ck["config"], asdict(c))
+        if refused:
+            raise ConfigError(f"cannot resume {d}: the checkpoint was trained with another configuration ("
+                              + ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in refused.items())
+                              + "). Resume with the saved values, or start a new run (another out_dir, or overwrite=True)")
+        self.load_state(ck)
+        self.resumed_changes = safe
+        if self.is_main: print(f"resumed from {src} at epoch {self.epoch}" + (f"; changed: {', '.join(f'{k} {a!r} → {b!r}' for k, (a, b) in safe.items())}" if safe else ""))
+        return
+    if c.resume and self.is_main: print(f"resume: no checkpoint in {d}, starting a new run")
+    elif present and not c.overwrite:
+        raise RunFolderExists(f"{d} already holds a run ({', '.join(present)}). Pass resume=True to continue it, "
+                              f"overwrite=True to replace it, or choose another out_dir")
+    if self.is_main: clear_run_folder(d)
+    seed_everything(c.seed, 10**6)
+    self.method.on_train_start(self.x, self.aug, c.seed)
+
+# %% [markdown]
+# ## Watching for collapse and divergence
+# A run can go wrong quietly: with a far too large learning rate, the softmax saturates, every image lands in one
+# cluster and the loss stops moving; a loss can also grow by orders of magnitude for many epochs before it turns NaN.
+# The trainer already reads the epoch's mean losses once per epoch, so watching them costs nothing. An evaluation
+# flags collapsed clusters (`score_assignments`); `loss_alarm` flags a loss that has exploded relative to the first
+# epoch or has not moved for five epochs. Alarms go into the history, the progress output and `metrics.json`;
+# `stop_on_collapse=True` also stops the run, keeping its checkpoint.
+
+# %%
+#| export
+def loss_alarm(losses:list, # mean loss of each epoch so far
+               window:int=5, # epochs without movement that count as stalled
+               explode:float=1e3, # growth over the first epoch's scale that counts as exploding
+              ) -> str|None: # "exploding", "stalled" or None
+    "Whether a loss curve has exploded (|loss| ≫ the first epoch's) or stopped moving."
+    if not losses: return None
+    if abs(losses[-1]) > explode * (abs(losses[0]) + 1): return "exploding"
+    last = losses[-window:]
+    if len(losses) > window and max(last) - min(last) <= 1e-6 * (abs(sum(last) / len(last)) + 1e-3): return "stalled"
+    return None
+
+class Collapsed(RuntimeError):
+    "Raised by `stop_on_collapse` when the clusters collapse or the loss explodes or stalls."
+
+# %%
+test_eq(loss_alarm([5.0, 4.0, 3.5]), None)
+test_eq(loss_alarm([5.0, 60.0, 1e5]), "exploding")
+test_eq(loss_alarm([5.0, 2.3026, 2.3026, 2.3026, 2.3026, 2.3026]), "stalled")
+test_eq(loss_alarm([5.0, 4.0, 4.0, 4.0, 4.0, 3.99]), None)
+
+# %% [markdown]
+# ## Mixed precision
+# On a GPU the forward pass runs under bf16 autocast (`amp`): matrix products in bfloat16, reductions and the losses
+# in float32 (every loss of the course casts to float32 before its softmax). bfloat16 keeps float32's exponent range,
+# so no loss scaling is needed. The check runs one CC step in bf16 on the CPU against float32: the loss agrees to the
+# precision of bfloat16's 8-bit mantissa.
+
+# %%
+_tr32 = Trainer(replace(_cfg, amp=False), _data); _tr16 = Trainer(replace(_cfg, amp=True), _data)
+seed_everything(0); _l32 = _tr32.train_step(torch.arange(128), _tr32.x[:128])["loss"]
+seed_everything(0); _l16 = _tr16.train_step(torch.arange(128), _tr16.x[:128])["loss"]
+test_close(_l16, _l32, eps=0.05 * abs(float(_l32)))
+print(f"one step: float32 loss {float(_l32):.4f}, bf16 autocast {float(_l16):.4f}")
+
+# %% [markdown]
+# ## Data on the device
+# **Where the images live.** With `data_on_device=True` the whole uint8 training set sits in device memory; an epoch
+# is a permutation of indices and a batch is a slice of it, gathered on the device. At native size CIFAR-10 (60,000
+# images) takes 184 MB and STL-10 with its unlabelled split (113,000 images of 96 px) 3.1 GB, so they fit on one GPU.
+# For a dataset that does not, `data_on_device=False` keeps the images in host memory and works like a DataLoader: a
+# background thread gathers the uint8 images of the next batches on the host and pins them, and the main thread copies
+# each batch with `non_blocking=True`, so the copy overlaps the GPU's work on the previous step. `None` (the default)
+# keeps the data on the device when it takes at most half of the free device memory.
+
+# %%
+#| export
+def use_data_on_device(setting:bool|None, # TrainConfig.data_on_device: True, False or None (decide)
                        x:torch.Tensor, # the uint8 training images
                        device:torch.device, # the training device
                       ) -> bool:
-    "Resolve `data_on_device`: 'auto' keeps the images on the device if they take at most half of its free memory."
-    if isinstance(setting, str) and setting.lower() in ("true", "false"): setting = setting.lower() == "true"
-    if isinstance(setting, (bool, np.bool_)): return bool(setting)
-    if setting != "auto": raise ValueError(f"data_on_device must be True, False or 'auto', got {setting!r}")
+    "Resolve `data_on_device`: None keeps the images on the device if they take at most half of its free memory."
+    if setting is not None: return bool(setting)
     if device.type != "cuda": return True
     free, _ = torch.cuda.mem_get_info(device)
     return x.numel() * x.element_size() <= free // 2
@@ -281,38 +984,32 @@ test_eq([i.tolist() for i, _ in _got], [_perm[s * 3:(s + 1) * 3].tolist() for s 
 test_eq(torch.cat([b[:, 0, 0, 0] for _, b in _got]).tolist(), _perm[:9].tolist())
 _g = host_batches(_xh, _perm, 2, 5, torch.device("cpu")); next(_g); _g.close()   # stopping early ends the thread
 assert not any(t.name == "host_batches" for t in threading.enumerate())
-test_eq(use_data_on_device("auto", _xh, torch.device("cpu")), True); test_eq(use_data_on_device("false", _xh, torch.device("cpu")), False)
-test_fail(lambda: use_data_on_device("sometimes", _xh, torch.device("cpu")), contains="True, False or 'auto'")
+test_eq(use_data_on_device(None, _xh, torch.device("cpu")), True); test_eq(use_data_on_device(False, _xh, torch.device("cpu")), False)
+
+# %%
+#| export
+@patch
+def place_data(self:Trainer, x:torch.Tensor):
+    "Put the uint8 training images `x` on the device, or leave them in host memory for `host_batches`."
+    self.data_on_device = use_data_on_device(self.cfg.data_on_device, x, self.device)
+    self.x = x.to(self.device) if self.data_on_device else x
+
+# %% [markdown]
+# The host path gives the same epochs as the resident data (on the CPU both draw the same permutation):
+
+# %%
+_dev, _host = _epochs(Trainer(_cfg, _data), 2), _epochs(Trainer(replace(_cfg, data_on_device=False), _data), 2)
+test_eq((_dev.data_on_device, _host.data_on_device), (True, False))
+test_eq([h["loss"] for h in _host.history], [h["loss"] for h in _dev.history])
 
 # %% [markdown]
 # **Compiling.** `torch.compile` fuses the backbone's operations into fewer, larger kernels. Compiling can fail
 # (no compiler available, an unsupported operation), and it fails at the first call, not when `torch.compile` is
-# called. `compile_module` therefore swaps in a forward that calls the compiled code and, if that raises, warns
-# once and runs the original forward from then on. It changes only the module's class, so the parameter names in
-# the checkpoint stay the same, and a deep copy (a momentum encoder) stays compiled and stays correct.
+# called. `compile_module` (above) therefore swaps in a forward that calls the compiled code and, if that raises,
+# warns once and runs the original forward from then on. It changes only the module's class, so the parameter names
+# in the checkpoint stay the same, and a deep copy (a momentum encoder) stays compiled and stays correct.
 
 # %%
-#| export
-def compile_module(module:torch.nn.Module, # compiled in place
-                   backend:str|object="inductor", # a torch.compile backend
-                  ) -> torch.nn.Module:
-    "torch.compile `module`'s forward in place, keeping its state-dict names; fall back to eager, with a warning, if compiling fails."
-    cls = type(module)
-    compiled = torch.compile(cls.forward, backend=backend)
-    failed = []
-    def forward(self, *args, **kwargs):
-        if not failed:
-            try: return compiled(self, *args, **kwargs)
-            except Exception as e:
-                failed.append(e)
-                warnings.warn(f"torch.compile of {cls.__name__} failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
-                              f"running it eagerly")
-        return cls.forward(self, *args, **kwargs)
-    module.__class__ = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__, "_compiled_from": cls})
-    return module
-
-# %%
-import copy
 _bb, _ = make_backbone("small_cnn", 1); _bb.eval()
 _xc = torch.randn(4, 1, 8, 8); _ref = _bb(_xc); _keys = list(_bb.state_dict())
 compile_module(_bb, backend="eager")
@@ -324,221 +1021,31 @@ with warnings.catch_warnings(record=True) as _w:
     warnings.simplefilter("always"); _out2 = _bb2(_xc)
 test_close(_out2, _ref2, eps=1e-6); assert any("running it eagerly" in str(w.message) for w in _w)
 
-# %%
-#| export
-class Trainer:
-    "Train any registered method on any dataset; `fit()` returns the final metrics."
-    def __init__(self, cfg:TrainConfig, data:ClusterData|None=None):
-        if cfg.protocol == "auto": cfg = TrainConfig(**{**asdict(cfg), "protocol": get_method(cfg.method).defaults(dataset_key(cfg.dataset)).get("protocol", "paper")})
-        self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root, cfg.protocol)
-        self.cfg, self.aug_cfg = resolve_config(cfg, self.data)
-        c = self.cfg
-        self.out_dir = Path(c.out_dir.format(method=c.method, dataset=Path(str(c.dataset)).stem, seed=c.seed))
-        self.device = _device(c.device)
-        self.dist = init_distributed(self.device.type)   # a no-op unless started by torchrun
-        if self.dist.enabled and self.device.type == "cuda": self.device = torch.device("cuda", self.dist.local_rank)
-        if self.dist.enabled: rank_slice(c.batch_size, self.dist)   # the global batch must split evenly
-        self.amp = (self.device.type == "cuda") if c.amp == "auto" else bool(c.amp)
-        seed_everything(c.seed)
-        train = self.data.train
-        if c.subset and c.subset < len(train):
-            train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(c.seed))[:c.subset].sort().values)
-        self.train_data = train
-        self.eval_data = train if self.data.eval is self.data.train else self.data.eval
-        if len(train) < c.batch_size:
-            raise ValueError(f"batch_size ({c.batch_size}) is larger than the training set ({len(train)} images)")
-        self.data_on_device = use_data_on_device(c.data_on_device, train.x, self.device)
-        mean, std = channel_stats(train.x)
-        self.aug = BatchAugment(self.aug_cfg, mean, std).to(self.device)
-        backbone, feat_dim = make_backbone(c.backbone, train.x.shape[1], c.stem == "small")
-        self.method = get_method(c.method)(backbone, feat_dim, c.n_clusters, **c.hparams).to(self.device)
-        if self.device.type == "cuda": self.method = self.method.to(memory_format=torch.channels_last)
-        self.step_fn = self.method.training_step
-        if self.dist.enabled:   # DDP: each process takes its slice of the batch; batch-wide losses gather all slices
-            if self.device.type == "cuda": self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
-            self.method.gather = gather_with_grad
-            self.step_fn = wrap_ddp(self.method, self.dist, self.device)
-        if c.compile: compile_module(self.method.backbone)
-        groups = self.method.param_groups(c.weight_decay)
-        fused = self.device.type == "cuda"
-        self.opt = (torch.optim.Adam(groups, lr=c.lr, fused=fused) if c.optimizer == "adam"
-                    else torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, fused=fused))
-        self.x = train.x.to(self.device) if self.data_on_device else train.x
-        self.epoch, self.global_step, self.history = 0, 0, []
-
-    @property
-    def steps_per_epoch(self): return len(self.train_data) // self.cfg.batch_size
-
-    def batches(self, perm):
-        "(indices, uint8 images) of each step of an epoch on the device: slices of the resident data, or gathered on the host."
-        B = self.cfg.batch_size
-        if not self.data_on_device:
-            yield from host_batches(self.x, perm, B, self.steps_per_epoch, self.device); return
-        for s in range(self.steps_per_epoch):
-            idx = perm[s * B:(s + 1) * B]
-            yield idx, self.x[idx]
-
-    def state(self, finished=False) -> dict:
-        return {"method": self.cfg.method, "dataset": self.cfg.dataset, "config": asdict(self.cfg), "augment": asdict(self.aug_cfg),
-                "epoch": self.epoch, "global_step": self.global_step, "finished": finished,
-                "model": self.method.state_dict(), "optimizer": self.opt.state_dict(), "history": self.history,
-                "norm": {"mean": self.aug.mean.flatten().tolist(), "std": self.aug.std.flatten().tolist()}}
-
-    def load_state(self, ck:dict):
-        if ck["method"] != self.cfg.method or ck["dataset"] != self.cfg.dataset:
-            raise ValueError(f"checkpoint is for method={ck['method']!r}, dataset={ck['dataset']!r}, "
-                             f"not {self.cfg.method!r}/{self.cfg.dataset!r}")
-        self.method.load_state_dict(ck["model"]); self.opt.load_state_dict(ck["optimizer"])
-        self.epoch, self.global_step, self.history = ck["epoch"], ck["global_step"], ck["history"]
-
-    def evaluate(self) -> dict:
-        out = predict(self.method, self.eval_data, self.aug, device=self.device, amp=self.amp)
-        return evaluate_clustering(self.eval_data.y, out["probs"])
-
-    def _epoch(self, bar) -> dict:
-        c, B, N = self.cfg, self.cfg.batch_size, len(self.x)
-        sums, n = {}, 0
-        self.method.train()
-        for hi, head in enumerate(self.method.train_heads):
-            seed_everything(c.seed, self.epoch, hi)
-            perm = torch.randperm(N, device=self.x.device)   # the same on every process
-            if self.dist.enabled: seed_everything(c.seed, self.epoch, hi, 1 + self.dist.rank)  # own augmentations per process
-            batches = self.batches(perm)
-            for idx, xb in batches:
-                if self.dist.enabled: sl = rank_slice(len(idx), self.dist); idx, xb = idx[sl], xb[sl]
-                views = [self.aug(xb) for _ in range(self.method.n_views)]
-                if self.device.type == "cuda": views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-                raw = self.aug.eval_view(xb) if self.method.needs_raw else None
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.amp):
-                    out = self.step_fn(Batch(views, idx, raw), head)
-                self.opt.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                self.opt.step()
-                self.method.after_step()
-                for k, v in out.items():
-                    key = k if head == "main" else f"{head}/{k}"
-                    sums[key] = sums.get(key, 0) + v.detach().float()
-                n += head == "main"; self.global_step += 1
-                if bar is not None: bar.update(1)
-                if c.max_steps and self.global_step >= c.max_steps: break
-            batches.close()
-            if c.max_steps and self.global_step >= c.max_steps: break
-        stats = {k: float(v) / max(n, 1) for k, v in sums.items()}
-        bad = [k for k, v in stats.items() if not math.isfinite(v)]
-        if bad: raise NonFiniteLoss(f"non-finite {bad} in epoch {self.epoch + 1} (step {self.global_step}); the last good "
-                                    f"checkpoint is kept at {self.out_dir / 'checkpoint.pt'}. Try a lower lr or another seed.")
-        return stats
-
-    def fit(self) -> dict:
-        "Train (or resume) to the configured number of epochs; write history, checkpoint and metrics; return the final metrics."
-        from tqdm import tqdm
-        c, main = self.cfg, self.dist.is_main   # under DDP only process 0 evaluates and writes the run folder
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        ck_path = self.out_dir / "checkpoint.pt"
-        if c.resume and ck_path.exists():
-            self.load_state(torch.load(ck_path, map_location=self.device, weights_only=False))
-            self.method.on_resume(self)
-            print(f"resumed from {ck_path} at epoch {self.epoch}")
-        else:
-            seed_everything(c.seed, 10**6); self.method.on_train_start(self)
-        if main: write_json({"config": asdict(c), "augment": asdict(self.aug_cfg), "n_train": len(self.train_data),
-                             "n_eval": len(self.eval_data), "device": str(self.device), "world_size": self.dist.world_size,
-                             "torch": torch.__version__}, self.out_dir / "config.json")
-        total = c.epochs * self.steps_per_epoch * len(self.method.train_heads)
-        if c.max_steps: total = min(total, c.max_steps)
-        bar = tqdm(total=total, initial=min(self.global_step, total), desc=f"{c.method} on {Path(str(c.dataset)).stem}",
-                   disable=not (c.progress and main), mininterval=2, dynamic_ncols=True)
-        t0 = time.time()
-        while self.epoch < c.epochs and not (c.max_steps and self.global_step >= c.max_steps):
-            stats = self._epoch(bar)
-            self.epoch += 1
-            rec = {"epoch": self.epoch, "step": self.global_step, **stats, "time_s": round(time.time() - t0, 2)}
-            last = self.epoch == c.epochs or (c.max_steps and self.global_step >= c.max_steps)
-            if main and ((c.eval_every and self.epoch % c.eval_every == 0) or last):
-                rec.update({k: v for k, v in self.evaluate().items() if k != "cluster_sizes"})
-                bar.set_postfix(loss=f"{stats.get('loss', float('nan')):.3f}", acc=f"{rec.get('acc', float('nan')):.3f}")
-            self.history.append(rec)
-            if main:
-                atomic_save(self.state(finished=bool(last)), ck_path)
-                write_history(self.history, self.out_dir)
-        bar.close()
-        metrics = {"method": c.method, "dataset": str(c.dataset), "epochs": self.epoch, "steps": self.global_step,
-                   "checkpoint": str(ck_path), "train_seconds": round(time.time() - t0, 1), "world_size": self.dist.world_size}
-        if main:
-            metrics = {**self.evaluate(), **metrics}
-            write_json(metrics, self.out_dir / "metrics.json")
-        return metrics
-
-# %% [markdown]
-# A short run on digits, small enough for the tests (two epochs):
-
-# %%
-import tempfile
-with tempfile.TemporaryDirectory() as _t:
-    _tr = Trainer(TrainConfig(epochs=2, out_dir=_t, progress=False, eval_every=1), _data)
-    _m = _tr.fit()
-    assert {"acc", "nmi", "ari", "cluster_sizes"} <= set(_m) and len(_tr.history) == 2
-    assert (Path(_t) / "checkpoint.pt").exists() and (Path(_t) / "history.csv").exists()
-    _ck = torch.load(Path(_t) / "checkpoint.pt", weights_only=False)
-    test_eq(_ck["epoch"], 2); test_eq(_ck["finished"], True)
-print({k: _m[k] for k in ("acc", "nmi", "ari")})
-
-# %% [markdown]
-# The host path gives the same run as the resident data (on the CPU both draw the same permutation):
-
-# %%
-def _short_run(**kw):
-    with tempfile.TemporaryDirectory() as t:
-        tr = Trainer(TrainConfig(epochs=2, subset=384, out_dir=t, progress=False, **kw), _data)   # 2 × 3 steps
-        return tr.fit(), tr
-(_m_dev, _t_dev), (_m_host, _t_host) = _short_run(), _short_run(data_on_device=False)
-test_eq((_t_dev.data_on_device, _t_host.data_on_device), (True, False))
-test_eq([h["loss"] for h in _t_host.history], [h["loss"] for h in _t_dev.history]); test_eq(_m_host["acc"], _m_dev["acc"])
-for _k, _v in _t_dev.method.state_dict().items(): test_eq(_t_host.method.state_dict()[_k], _v)
-
-# %% [markdown]
-# With `compile=True` the backbone runs through `torch.compile` (slow to compile on the CPU, so this cell is
-# skipped in the tests):
-
-# %%
-#| slow
-_m_c, _t_c = _short_run(compile=True)
-assert hasattr(type(_t_c.method.backbone), "_compiled_from")
-test_close(_t_c.history[0]["loss"], _t_dev.history[0]["loss"], eps=1e-3)
-
 # %% [markdown]
 # ## Plots
-# Training curves and the confusion matrix after Hungarian matching.
+# The training curves and the confusion matrix after Hungarian matching, written into every run folder.
 
 # %%
 #| export
 def plot_history(history:list, title:str=""):
     "Losses per epoch (left) and ACC/NMI/ARI at each evaluation (right)."
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     ep = [h["epoch"] for h in history]
-    for k in [k for k in history[0] if k not in ("epoch", "step", "time_s") and not k.startswith(("acc", "nmi", "ari", "empty", "largest", "majority"))]:
+    skip = ("epoch", "step", "time_s", "acc", "nmi", "ari", "empty_clusters", "largest_cluster", "majority_acc", "collapsed", "alarm")
+    for k in [k for k in history[0] if k not in skip and isinstance(history[0][k], (int, float))]:
         a.plot(ep, [h.get(k, np.nan) for h in history], label=k)
     a.set_xlabel("epoch"); a.set_ylabel("loss"); a.legend(fontsize=8, loc="best"); a.set_title("training losses")
     for k in ("acc", "nmi", "ari"):
         pts = [(h["epoch"], h[k]) for h in history if k in h]
         if pts: b.plot(*zip(*pts), marker="o", label=k.upper())
+    bad = [h["epoch"] for h in history if h.get("collapsed")]
+    if bad: b.scatter(bad, [0.02] * len(bad), marker="x", color="firebrick", label="collapsed")
     b.set_xlabel("epoch"); b.set_ylim(0, 1); b.legend(fontsize=8, loc="best"); b.set_title("evaluation")
-    from matplotlib.ticker import MaxNLocator
     for ax in (a, b): ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title: fig.suptitle(title)
     fig.tight_layout(); return fig
-
-def matched_confusion(y_true, y_pred, n_clusters:int, return_order:bool=False) -> np.ndarray:
-    "Confusion matrix (classes × clusters) with clusters reordered by the Hungarian matching (matched ones first)."
-    from scipy.optimize import linear_sum_assignment
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    C = int(y_true.max()) + 1
-    cm = np.zeros((C, max(n_clusters, int(y_pred.max()) + 1)), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    r, k = linear_sum_assignment(-cm)
-    order = [int(k[np.argsort(r)][i]) for i in range(len(r))] + [j for j in range(cm.shape[1]) if j not in set(k)]
-    return (cm[:, order], order) if return_order else cm[:, order]
 
 def plot_confusion(y_true, y_pred, classes:list, n_clusters:int, title:str=""):
     "Heatmap of the matched confusion matrix, class names on the rows."
@@ -551,11 +1058,120 @@ def plot_confusion(y_true, y_pred, classes:list, n_clusters:int, title:str=""):
     ax.set_xlabel("cluster id (in matched order)"); ax.set_ylabel("true class"); ax.set_title(title or "confusion after Hungarian matching")
     fig.tight_layout(); return fig
 
+@patch
+def write_figures(self:Trainer):
+    "training_curves.png and confusion.png in the run folder (from the history and the last evaluation)."
+    import matplotlib.pyplot as plt
+    name = f"{self.cfg.method} on {Path(str(self.cfg.dataset)).stem}"
+    y, pred = self.eval_data.y, self.predictions["probs"].argmax(1)
+    acc = f": ACC {score_assignments(y, self.predictions['probs']).get('acc', float('nan')):.3f}" if (y >= 0).all() else ""
+    for fname, fig in (("training_curves.png", plot_history(self.history, name)),
+                       ("confusion.png", plot_confusion(y, pred, self.eval_data.classes, self.cfg.n_clusters, name + acc))):
+        fig.savefig(self.out_dir / fname, dpi=110); plt.close(fig)
+
+# %% [markdown]
+# ## Fitting
+# `fit` is the loop of the first section with the bookkeeping around it: the run-folder rules, a progress bar, an
+# evaluation every `eval_every` epochs and at the end, the alarms, the history and an atomic checkpoint after every
+# epoch, and at the end `metrics.json` and the figures. Under data parallelism only process 0 evaluates and writes.
+
 # %%
-_cm = matched_confusion([0, 0, 1, 1, 2], [2, 2, 0, 0, 1], 3)
-test_eq(np.diag(_cm).tolist(), [2, 2, 1])
-test_eq(matched_confusion([0, 0, 1, 1, 2], [2, 2, 0, 0, 1], 3, return_order=True)[1], [2, 0, 1])
+#| export
+def write_history(history:list, out_dir):
+    "The per-epoch history as history.json and history.csv (scalar columns)."
+    out_dir = Path(out_dir); write_json(history, out_dir / "history.json")
+    cols = []
+    for h in history: cols += [k for k, v in h.items() if k not in cols and not isinstance(v, (list, dict))]
+    with open(out_dir / "history.csv.tmp", "w", newline="") as f:
+        w = csv.DictWriter(f, cols); w.writeheader()
+        for h in history: w.writerow({k: h.get(k, "") for k in cols})
+    os.replace(out_dir / "history.csv.tmp", out_dir / "history.csv")
+
+@patch
+def write_config(self:Trainer):
+    "config.json: the configuration actually used (data root included), the augmentation, sizes and versions."
+    d = self.out_dir / "config.json"
+    prev = json.loads(d.read_text()).get("resumed", []) if d.exists() and self.epoch else []
+    if self.resumed_changes: prev = prev + [{"at_epoch": self.epoch, "changed": {k: list(v) for k, v in self.resumed_changes.items()}}]
+    write_json({"config": asdict(self.cfg), "augment": asdict(self.aug_cfg), "n_train": len(self.train_data),
+                "n_eval": len(self.eval_data), "device": str(self.device), "world_size": self.world_size,
+                "torch": torch.__version__, "resumed": prev}, d)
+
+@patch
+def fit(self:Trainer) -> dict:
+    "Train (or resume) to the configured number of epochs; write history, checkpoints, metrics and figures; return the final metrics."
+    from tqdm.auto import tqdm
+    c, main = self.cfg, self.is_main
+    self.start_run()
+    if main: self.write_config()
+    ck_path = self.out_dir / "checkpoint.pt"
+    bar = tqdm(total=self.total_steps, initial=min(self.global_step, self.total_steps), desc=f"{c.method} on {Path(str(c.dataset)).stem}",
+               disable=not (c.progress and main), mininterval=2, dynamic_ncols=True)
+    say = bar.write if c.progress and main else print
+    t0, alarms = time.time(), [h["alarm"] for h in self.history if h.get("alarm")]
+    while self.epoch < c.epochs and not (c.max_steps and self.global_step >= c.max_steps):
+        stats = self.train_epoch(bar)
+        self.epoch += 1
+        rec = {"epoch": self.epoch, "step": self.global_step, **stats, "time_s": round(time.time() - t0, 2)}
+        last = self.epoch == c.epochs or bool(c.max_steps and self.global_step >= c.max_steps)
+        if main and ((c.eval_every and self.epoch % c.eval_every == 0) or last):
+            ev = self.evaluate()
+            rec.update({k: v for k, v in ev.items() if k not in ("cluster_sizes", "collapse")})
+            bar.set_postfix(loss=f"{stats.get('loss', float('nan')):.3f}", acc=f"{rec.get('acc', float('nan')):.3f}")
+            if ev["collapsed"]: rec["alarm"] = "collapsed: " + "; ".join(ev["collapse"])
+        la = loss_alarm([h["loss"] for h in self.history if "loss" in h] + [stats["loss"]]) if "loss" in stats else None
+        if la: rec["alarm"] = (rec.get("alarm", "") + "; " if rec.get("alarm") else "") + f"loss {la}"
+        self.history.append(rec)
+        if main:
+            save_checkpoint(self.state(finished=last), ck_path)
+            write_history(self.history, self.out_dir)
+        if rec.get("alarm"):
+            alarms.append(rec["alarm"])
+            if main: say(f"WARNING epoch {self.epoch}: {rec['alarm']}")
+            if c.stop_on_collapse:
+                bar.close()
+                raise Collapsed(f"stopped at epoch {self.epoch} ({rec['alarm']}); the checkpoint is kept in {self.out_dir}")
+    bar.close()
+    metrics = {"method": c.method, "dataset": str(c.dataset), "epochs": self.epoch, "steps": self.global_step,
+               "checkpoint": str(ck_path), "train_seconds": round(time.time() - t0, 1), "world_size": self.world_size}
+    if main:
+        metrics = {**self.evaluate(), **metrics, "alarms": alarms}
+        write_json(metrics, self.out_dir / "metrics.json")
+        self.write_figures()
+    return metrics
+
+# %% [markdown]
+# A short run on digits, small enough for the tests (two epochs), and what it leaves in its folder:
+
+# %%
+with tempfile.TemporaryDirectory() as _t:
+    _tr = Trainer(TrainConfig(epochs=2, out_dir=_t, progress=False, eval_every=1), _data)
+    _m = _tr.fit()
+    assert {"acc", "nmi", "ari", "cluster_sizes", "collapsed"} <= set(_m) and len(_tr.history) == 2
+    test_eq(sorted(f.name for f in Path(_t).iterdir()),
+            ["checkpoint.prev.pt", "checkpoint.pt", "config.json", "confusion.png", "history.csv", "history.json",
+             "metrics.json", "training_curves.png"])
+    _ck, _ = load_checkpoint(Path(_t) / "checkpoint.pt")
+    test_eq((_ck["epoch"], _ck["finished"]), (2, True))
+    test_eq(json.loads((Path(_t) / "config.json").read_text())["config"]["data_root"], str(data_root()))
+    # the same folder again: refused, unless resumed or overwritten
+    test_fail(lambda: Trainer(TrainConfig(epochs=2, out_dir=_t, progress=False), _data).fit(), contains="already holds a run")
+    test_fail(lambda: Trainer(TrainConfig(epochs=3, lr=1e-2, out_dir=_t, progress=False, resume=True), _data).fit(),
+              contains="lr 0.002 → 0.01")
+    _m3 = Trainer(TrainConfig(epochs=3, eval_every=1, out_dir=_t, progress=False, resume=True), _data).fit()   # more epochs: allowed
+    test_eq(json.loads((Path(_t) / "config.json").read_text())["resumed"], [{"at_epoch": 2, "changed": {"epochs": [2, 3]}}])
+print({k: _m[k] for k in ("acc", "nmi", "ari")})
 _ = plot_history(_tr.history, "2 epochs of CC on digits")
+
+# %% [markdown]
+# With `compile=True` the backbone runs through `torch.compile` (slow to compile on the CPU, so this cell is
+# skipped in the tests):
+
+# %%
+#| slow
+_tc = _epochs(Trainer(replace(_cfg, compile=True), _data), 1)
+assert hasattr(type(_tc.method.backbone), "_compiled_from")
+test_close(_tc.history[0]["loss"], _dev.history[0]["loss"], eps=1e-3)
 
 # %%
 #| hide
