@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_models.ipynb #3c0926d0
 from __future__ import annotations
-import copy, importlib, importlib.util, inspect, re
+import copy, importlib, importlib.util, inspect, math, re
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -38,10 +38,17 @@ def resnet(name:str="resnet34", # "resnet18", "resnet34" or "resnet50"
 # %% ../nbs/04_models.ipynb #e67b8519
 class SmallCNN(nn.Module):
     "A small convolutional backbone for small grey images (digits, MNIST, USPS) on CPU."
-    def __init__(self, in_channels:int=1, width:int=64, out_dim:int=256):
+    def __init__(self, in_channels:int=1, # image channels
+                 width:int=64, # channels of the first blocks (the later ones have twice as many)
+                 out_dim:int=256, # feature dimension
+                 image_size:int|None=None, # input side; above 8 px, stride-2 stages bring it down to at most 8 px first
+                ):
         super().__init__()
         block = lambda i, o: [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
-        self.net = nn.Sequential(*block(in_channels, width), *block(width, width), nn.MaxPool2d(2),
+        stem, c = [], in_channels
+        for _ in range(0 if not image_size else max(0, math.ceil(math.log2(image_size / 8)))):
+            stem += [*block(c, width // 2), nn.MaxPool2d(2)]; c = width // 2
+        self.net = nn.Sequential(*stem, *block(c, width), *block(width, width), nn.MaxPool2d(2),
                                  *block(width, 2 * width), *block(2 * width, 2 * width),
                                  nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8 * width, out_dim), nn.BatchNorm1d(out_dim),
                                  nn.ReLU(inplace=True))
@@ -62,12 +69,13 @@ class SobelFilter(nn.Module):
 def make_backbone(name:str, # one of `BACKBONES`, optionally prefixed "sobel_" (e.g. "sobel_resnet34")
                   in_channels:int=3, # image channels
                   small_stem:bool=False, # small-image stem for ResNets
+                  image_size:int|None=None, # input side (the small CNN adds down-sampling stages above 8 px)
                  ) -> tuple[nn.Module, int]: # (backbone, feature dimension)
     "Build a backbone by name."
     if name.startswith("sobel_"):
-        body, d = make_backbone(name[6:], 2, small_stem)
+        body, d = make_backbone(name[6:], 2, small_stem, image_size)
         return nn.Sequential(SobelFilter(), body), d
-    if name == "small_cnn": m = SmallCNN(in_channels); return m, m.out_dim
+    if name == "small_cnn": m = SmallCNN(in_channels, image_size=image_size); return m, m.out_dim
     if name in RESNETS: return resnet(name, small_stem, in_channels)
     raise ValueError(f"Unknown backbone {name!r}. Valid: {', '.join(BACKBONES)} (each optionally prefixed 'sobel_')")
 

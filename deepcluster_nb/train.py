@@ -17,12 +17,12 @@ from .metrics import score_assignments, matched_confusion
 
 # %% auto #0
 __all__ = ['GLOBAL_DEFAULTS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'evaluate_clustering', 'RUN_FILES', 'RESUME_SAFE',
-           'TrainConfig', 'ConfigError', 'config_help', 'parameters_cell', 'dataset_key', 'resolve_config',
-           'seed_everything', 'Trainer', 'pick_device', 'channel_stats', 'activation_count', 'available_memory',
-           'check_memory', 'compile_module', 'make_optimizer', 'lr_at', 'NonFiniteLoss', 'predict', 'write_json',
-           'atomic_save', 'save_checkpoint', 'UnsafeCheckpoint', 'load_checkpoint', 'RunFolderExists', 'config_changes',
-           'clear_run_folder', 'loss_alarm', 'Collapsed', 'use_data_on_device', 'host_batches', 'plot_history',
-           'plot_confusion', 'write_history']
+           'TrainConfig', 'ConfigError', 'config_help', 'parameters_cell', 'config_from_namespace', 'dataset_key',
+           'resolve_config', 'seed_everything', 'Trainer', 'pick_device', 'channel_stats', 'activation_count',
+           'available_memory', 'check_memory', 'compile_module', 'make_optimizer', 'lr_at', 'NonFiniteLoss', 'predict',
+           'write_json', 'atomic_save', 'save_checkpoint', 'UnsafeCheckpoint', 'load_checkpoint', 'RunFolderExists',
+           'config_changes', 'clear_run_folder', 'loss_alarm', 'Collapsed', 'use_data_on_device', 'host_batches',
+           'plot_history', 'plot_confusion', 'write_history']
 
 # %% ../nbs/07_train.ipynb #9901cff7
 @dataclass
@@ -128,7 +128,14 @@ def _papermill_type(anno:str) -> str:
 
 def parameters_cell() -> str:
     "The source of the papermill parameters cell of `nbs/train.ipynb`."
-    return "\n".join(f"{k}: {_papermill_type(a)} = {d!r}  # {h}" for k, (a, d, h) in config_help().items())
+    lit = lambda d: json.dumps(d) if isinstance(d, str) else repr(d)
+    return "\n".join(f"{k}: {_papermill_type(a)} = {lit(d)}  # {h}" for k, (a, d, h) in config_help().items())
+
+def config_from_namespace(ns:dict, # the notebook's globals after the parameters (and papermill's injected) cell
+                          before:set, # the names that existed before the parameters cell
+                         ) -> TrainConfig:
+    "The `TrainConfig` of a papermill run; a parameter name that `TrainConfig` lacks (a typo) stops the run."
+    return TrainConfig.parse(**{k: v for k, v in ns.items() if k not in before and not k.startswith("_")})
 
 # %% ../nbs/07_train.ipynb #33c80eb1
 def dataset_key(name:str) -> str:
@@ -227,10 +234,31 @@ def setup_config(self:Trainer, cfg:TrainConfig, data:ClusterData|None=None):
     self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root, protocol)
     cfg = replace(cfg, protocol=protocol, data_root=str(data_root(cfg.data_root)))
     self.cfg, self.aug_cfg = resolve_config(cfg, self.data)
+    self.given = cfg                             # what the user set, before the table filled in the rest
     c = self.cfg
     self.amp = (self.device.type == "cuda") if c.amp is None else c.amp
     self.out_dir = Path(c.out_dir.format(method=c.method, dataset=Path(str(c.dataset)).stem, seed=c.seed))
     self.is_main, self.world_size = True, 1     # one process; the data-parallel trainer changes both
+
+# %% ../nbs/07_train.ipynb #ca8b40dc
+_DEFAULT_CONFIG = TrainConfig()
+
+@patch
+def settings_table(self:Trainer) -> list:
+    "One row per setting of the run: its value and where it came from (given, the method's table and its source, or a default)."
+    table = get_method(self.cfg.method).settings.sourced(dataset_key(self.cfg.dataset))
+    rows = []
+    for k, v in asdict(self.cfg).items():
+        if k == "hparams":
+            for h, hv in v.items():
+                src = "given" if h in (self.given.hparams or {}) else table.get(f"hparams.{h}", (None, "method default"))[1]
+                rows.append({"setting": f"hparams.{h}", "value": hv, "from": src})
+            continue
+        given, default = getattr(self.given, k), getattr(_DEFAULT_CONFIG, k)
+        src = ("given" if given != default else table[k][1] if k in table
+               else "the data" if k == "n_clusters" and given is None else "trainer default")
+        rows.append({"setting": k, "value": v, "from": src})
+    return rows
 
 # %% ../nbs/07_train.ipynb #039a5b22
 def channel_stats(x:torch.Tensor, n:int=5000, seed:int=0):
@@ -283,7 +311,7 @@ def available_memory(device:torch.device) -> int|None:
 def memory_estimate(self:Trainer) -> int:
     "Bytes a training step needs, roughly: 3 × activations (forward, saved, gradients) for every view of a batch."
     c, C = self.cfg, self.train_data.x.shape[1]
-    with torch.device("meta"): bb, _ = make_backbone(c.backbone, C, c.stem == "small")
+    with torch.device("meta"): bb, _ = make_backbone(c.backbone, C, c.stem == "small", c.image_size)
     per_image = activation_count(bb, (C, c.image_size, c.image_size)) + 4 * C * c.image_size ** 2   # + the augmented view
     views = get_method(c.method).n_views + get_method(c.method).needs_raw
     return 3 * 4 * per_image * views * c.batch_size // self.world_size
@@ -320,7 +348,7 @@ def compile_module(module:torch.nn.Module, # compiled in place
 def setup_model(self:Trainer):
     "The backbone and the method on the device (channels-last on a GPU; optionally compiled)."
     c = self.cfg
-    backbone, feat_dim = make_backbone(c.backbone, self.train_data.x.shape[1], c.stem == "small")
+    backbone, feat_dim = make_backbone(c.backbone, self.train_data.x.shape[1], c.stem == "small", c.image_size)
     self.method = get_method(c.method)(backbone, feat_dim, c.n_clusters, **c.hparams).to(self.device)
     if self.device.type == "cuda": self.method = self.method.to(memory_format=torch.channels_last)
     if c.compile: compile_module(self.method.backbone)

@@ -42,7 +42,13 @@ def test_jupytext_pair_in_sync(nb):
     assert _cells(a) == _cells(b), f"{nb.name} and {twin.name} differ: edit the .py, then `jupytext --to ipynb {twin}`"
     assert a.metadata.get("kernelspec", {}).get("name") == "python3", "papermill needs a kernelspec"
 
-def test_train_notebook_keeps_its_parameters_cell():
+def test_train_notebook_parameters_are_the_config_fields():
+    "The papermill parameters cell of nbs/train.ipynb is exactly what TrainConfig's fields and comments generate."
     import json
+    from deepcluster_nb.train import parameters_cell
     cells = json.loads((ROOT / "nbs/train.ipynb").read_text())["cells"]
-    assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells)
+    params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, "nbs/train.ipynb needs exactly one cell tagged 'parameters'"
+    assert "".join(params[0]["source"]).strip() == parameters_cell().strip(), (
+        "the parameters cell of nbs/train.py differs from TrainConfig: replace it with the output of "
+        "`.venv/bin/python -c 'from deepcluster_nb.train import parameters_cell; print(parameters_cell())'`, then bash ci/nbsync.sh nbs/train.py")
