@@ -7,7 +7,7 @@ Prints one `name: value` line per figure, e.g.
     python ci/bench_throughput.py --config paper --device cuda                   # ResNet-34 at 224 px, CC
     python ci/bench_throughput.py --config native --device cuda                  # ResNet-34, small stem, 32 px
 
-The functions live in deepcluster_nb.bench (notebook nbs/14_bench.ipynb).
+The functions live in deepcluster_nb.bench (appendix notebook nbs/A3_bench.ipynb).
 """
 import argparse, json, sys
 

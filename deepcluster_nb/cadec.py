@@ -4,21 +4,22 @@
 
 # %% ../nbs/12_cadec.ipynb #f403fdd6
 from __future__ import annotations
-import copy, os
+import copy
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .dec import student_t_assignment, target_distribution, cluster_loss, anchor_loss, kl_rows
-from .cc import instance_loss
-from .models import ClusterMethod, Batch, register_method, instance_projector, make_backbone
+from .dec import student_t_assignment, target_distribution, target_kl_loss, anchor_loss, kl_rows
+from .infonce import nt_xent
+from .models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector,
+                                   make_backbone)
 from .data import PAPER_BENCHMARKS, DIGIT_DATASETS, ImageData
 from .augment import cc_recipe
-from .metrics import evaluate
+from .metrics import clustering_scores, kmeans_fit, kmeans_labels
 
 # %% auto #0
-__all__ = ['ANCHORS', 'LOSS_WEIGHTS', 'jsd_rows', 'anchor_objective', 'backbone_embeddings', 'kmeans_centers', 'cadec_defaults',
-           'CADEC', 'cadec_evaluate']
+__all__ = ['ANCHORS', 'LOSS_WEIGHTS', 'CADEC_PAPER', 'CADEC_SETTINGS', 'cadec_evaluate', 'jsd_rows', 'anchor_objective',
+           'backbone_embeddings', 'kmeans_centers', 'CADEC', 'cadec_defaults', 'cadec_scores']
 
 # %% ../nbs/12_cadec.ipynb #ea775211
 def jsd_rows(a:torch.Tensor, # (N, K) distributions (rows)
@@ -50,7 +51,7 @@ def anchor_objective(q0:torch.Tensor, # (N, K) assignments of the raw images
 # %% ../nbs/12_cadec.ipynb #326451e8
 @torch.no_grad()
 def backbone_embeddings(backbone:nn.Module, # the feature extractor f
-                        x:torch.Tensor, # (N, C, H, W) uint8 images (on the backbone's device)
+                        x:torch.Tensor, # (N, C, H, W) uint8 images (on any device; batches go to the backbone's)
                         aug, # a `BatchAugment`: its `eval_view` resizes and normalises
                         batch_size:int=256, # images per forward pass
                         batch_stats:bool=True, # BatchNorm with batch statistics (as in a training step); running averages restored
@@ -58,10 +59,10 @@ def backbone_embeddings(backbone:nn.Module, # the feature extractor f
     "Backbone features h = f(x) of un-augmented images, leaving the backbone's parameters and buffers as they were."
     saved = copy.deepcopy(backbone.state_dict()) if batch_stats else None
     was = backbone.training; backbone.train(batch_stats)
-    out = []
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+    dev, out = next(backbone.parameters()).device, []   # the images may still be in host memory
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
         for idx in torch.arange(len(x), device=x.device).tensor_split(max(1, -(-len(x) // batch_size))):  # equal sizes: no batch of one
-            out.append(backbone(aug.eval_view(x[idx])).float().cpu())
+            out.append(backbone(aug.eval_view(x[idx].to(dev))).float().cpu())
     if saved is not None: backbone.load_state_dict(saved)
     backbone.train(was)
     return torch.cat(out)
@@ -71,48 +72,63 @@ def kmeans_centers(features:torch.Tensor, # (N, D) features
                    k:int, # number of clusters K
                    seed:int=0, # k-means seed
                    n_init:int=10, # restarts; the lowest inertia wins
-                  ) -> torch.Tensor: # (K, D) float32 centres
-    "scikit-learn k-means centroids of `features` (its OpenMP threads capped so as not to fight PyTorch's)."
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(max(1, (os.cpu_count() or 2) // 2)):
-        km = KMeans(k, n_init=n_init, random_state=seed).fit(features.double().numpy())
-    return torch.as_tensor(km.cluster_centers_, dtype=torch.float32)
+                  ) -> torch.Tensor: # (K, D) float32 centres μ_j, in the features' own scale
+    "The centroids of `metrics.kmeans_fit` on the un-normalised features, as a tensor: DEC's initial centres."
+    return torch.as_tensor(kmeans_fit(features, k, seed, n_init, l2=False)[1])
 
 # %% ../nbs/12_cadec.ipynb #66eebdd6
 LOSS_WEIGHTS = {"paper": (20.0, 0.1, 0.1), "code": (1.0, 1.0, 1.0)}  # (α, β, γ) in L = α L_instance + β L_cluster + γ L_anchor
 
-def cadec_defaults(dataset:str) -> dict:
-    "CADEC's settings: the paper's on its benchmarks; a small CNN at native size on digits; ResNet-18 at native size on custom data."
-    if dataset in PAPER_BENCHMARKS:
-        return dict(backbone="resnet34", stem="imagenet", image_size=224, optimizer="adam", lr=3e-4, weight_decay=0.0,
-                    batch_size=128, epochs=2000, augment=cc_recipe)
-    if dataset in DIGIT_DATASETS:
-        return dict(backbone="small_cnn", stem="small", image_size="native", optimizer="adam", lr=2e-3, weight_decay=0.0,
-                    batch_size=128, epochs=60 if dataset == "digits" else 100, augment=cc_recipe)
-    return dict(backbone="resnet18", stem="small", image_size="native", optimizer="adam", lr=3e-4, weight_decay=0.0,
-                batch_size=128, epochs=200, augment=cc_recipe)
+CADEC_PAPER = Paper(
+    cite="Sundareswaran, Herrera-Gerena, Just, Jannesari: Cluster Analysis with Deep Embeddings and Contrastive Learning (2021)",
+    short="Sundareswaran et al. 2021 (CADEC)", epochs=2000, epochs_from="Implementation Details",
+    note="k-means row: the instance-head representation followed by k-means",
+    results=(("cifar10", "head", 0.805, 0.772, 0.698, "Table 1, Ours (Cluster)"),
+             ("imagenet10", "head", 0.674, 0.804, 0.588, "Table 1, Ours (Cluster)"),
+             ("imagenet_dogs", "head", 0.281, 0.326, 0.069, "Table 1, Ours (Cluster)"),
+             ("tiny_imagenet", "head", 0.100, 0.292, 0.042, "Table 1, Ours (Cluster)"),
+             ("cifar10", "kmeans", 0.805, 0.766, 0.703, "Table 1, Ours (Representation)"),
+             ("imagenet10", "kmeans", 0.598, 0.776, 0.536, "Table 1, Ours (Representation)"),
+             ("imagenet_dogs", "kmeans", 0.534, 0.525, 0.275, "Table 1, Ours (Representation)"),
+             ("tiny_imagenet", "kmeans", 0.158, 0.346, 0.069, "Table 1, Ours (Representation)")))
+
+CADEC_SETTINGS = Settings(
+    setting("*", "ours: ResNet-18 at native size for data the paper does not use", backbone="resnet18", stem="small",
+            image_size="native", optimizer="adam", lr=3e-4, weight_decay=0.0, batch_size=128, epochs=200, augment=cc_recipe),
+    setting(PAPER_BENCHMARKS, "Implementation Details: ResNet-34, every image resized to 224 × 224", backbone="resnet34",
+            stem="imagenet", image_size=224),
+    setting(PAPER_BENCHMARKS, "Backbone; Implementation Details: CC's augmentations, no Gaussian blur on CIFAR-10 and "
+            "Tiny-ImageNet", augment=cc_recipe),
+    setting(PAPER_BENCHMARKS, "Implementation Details: Adam, lr 0.0003, no weight decay", optimizer="adam", lr=3e-4,
+            weight_decay=0.0),
+    setting(PAPER_BENCHMARKS, "Implementation Details: batch 128, 2,000 epochs", batch_size=128, epochs=2000),
+    setting(PAPER_BENCHMARKS, "Implementation Details: τ = 0.5, 128-d instance space, α = 1; Objective function: "
+            "weights 20/0.1/0.1", hparams=dict(tau=0.5, z_dim=128, dof=1.0, weights="paper")),
+    setting(PAPER_BENCHMARKS, "Table 2: CIFAR-10 train and test, the other data sets' training images", protocol="paper"),
+    setting(DIGIT_DATASETS, "ours: the small CNN at native size on CPU, lr 2e-3 as for CC on digits", backbone="small_cnn",
+            stem="small", image_size="native", optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=128, epochs=100),
+    setting("digits", "ours: 1,797 images give 14 steps per epoch", epochs=60),
+)
 
 @register_method
 class CADEC(ClusterMethod):
     "CADEC: NT-Xent on two augmented views + DEC's clustering loss on the raw view + an anchor loss raw → augmented."
-    name = "cadec"
+    name, paper, settings = "cadec", CADEC_PAPER, CADEC_SETTINGS
     n_views = 2
     needs_raw = True
+    column_contrast = False   # the losses compare rows (images), never the K columns: a batch may be smaller than K
     def __init__(self, backbone, feat_dim, n_clusters, tau:float=0.5, z_dim:int=128, dof:float=1.0,
-                 weights:str|tuple="paper", anchor:str="raw", init_images:int=20000, kmeans_restarts:int=10):
+                 weights:str|tuple="paper", anchor:str="raw", init_images:int=20000, kmeans_restarts:int=10,
+                 init_batch_size:int=128):
         if isinstance(weights, str) and weights not in LOSS_WEIGHTS:
             raise ValueError(f"weights must be one of {', '.join(LOSS_WEIGHTS)} or three numbers (α, β, γ), got {weights!r}")
         if not isinstance(weights, str) and len(weights) != 3: raise ValueError(f"weights needs three numbers (α, β, γ), got {weights!r}")
         if anchor not in ANCHORS: raise ValueError(f"Unknown anchor {anchor!r}. Valid: {', '.join(ANCHORS)}")
         super().__init__(backbone, feat_dim, n_clusters, tau=tau, z_dim=z_dim, dof=dof, weights=weights, anchor=anchor,
-                         init_images=init_images, kmeans_restarts=kmeans_restarts)
+                         init_images=init_images, kmeans_restarts=kmeans_restarts, init_batch_size=init_batch_size)
         self.w = tuple(float(v) for v in (LOSS_WEIGHTS[weights] if isinstance(weights, str) else weights))
         self.instance_projector = instance_projector(feat_dim, z_dim)                 # g_I
         self.centers = nn.Parameter(torch.randn(n_clusters, feat_dim))               # μ_j; k-means in `on_train_start`
-
-    @classmethod
-    def defaults(cls, dataset): return cadec_defaults(dataset)
 
     def assign(self, h): return student_t_assignment(h, self.centers, self.hparams["dof"])   # q_ij
     def project(self, h): return F.normalize(self.instance_projector(h), dim=1)             # z = g_I(h) / ‖g_I(h)‖
@@ -121,48 +137,51 @@ class CADEC(ClusterMethod):
         (x1, x2), x0 = batch.views, batch.raw
         h0, h1, h2 = self.backbone(x0), self.backbone(x1), self.backbone(x2)     # three passes, as the official code
         q0, q1, q2 = self.assign(h0), self.assign(h1), self.assign(h2)
-        l_ins = instance_loss(self.gather(self.project(h1)), self.gather(self.project(h2)), self.hparams["tau"])
-        l_clu = cluster_loss(self.gather(q0))              # f_j over the whole batch of raw images
+        l_ins = nt_xent(self.gather(self.project(h1)), self.gather(self.project(h2)), self.hparams["tau"])
+        l_clu = target_kl_loss(self.gather(q0))            # f_j over the whole batch of raw images
         l_anc = anchor_objective(q0, q1, q2, self.hparams["anchor"])
-        a, b, g = self.w
+        a, b, g = self.w                                   # L = α L_instance + β L_cluster + γ L_anchor
         return {"loss": a * l_ins + b * l_clu + g * l_anc, "instance": l_ins.detach(), "cluster": l_clu.detach(),
                 "anchor": l_anc.detach()}
 
     @torch.no_grad()
-    def init_centers(self, x:torch.Tensor, aug, batch_size:int=256, seed:int=0) -> torch.Tensor:
+    def init_centers(self, x:torch.Tensor, aug, batch_size:int|None=None, seed:int=0) -> torch.Tensor:
         "Set μ to the k-means centroids of the backbone embeddings of (up to `init_images` of) the raw images `x`."
         n = self.hparams["init_images"]
         if n and n < len(x): x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values.to(x.device)]
-        h = backbone_embeddings(self.backbone, x, aug, batch_size)
+        h = backbone_embeddings(self.backbone, x, aug, batch_size or self.hparams["init_batch_size"])
         self.centers.copy_(kmeans_centers(h, self.n_clusters, seed, self.hparams["kmeans_restarts"]).to(self.centers.device))
         return h
 
-    def on_train_start(self, trainer): self.init_centers(trainer.x, trainer.aug, trainer.cfg.batch_size, trainer.cfg.seed)
+    def on_train_start(self, images:torch.Tensor, augment, seed:int):
+        "A new run: the centres start at k-means centroids of the untrained backbone's embeddings of the training images."
+        self.init_centers(images, augment, seed=seed)
 
     def forward(self, x):
         h = self.backbone(x)
         return {"probs": self.assign(h), "features": h, "z": self.project(h)}
 
+# %% ../nbs/12_cadec.ipynb #7ebbcc5a
+def cadec_defaults(dataset:str) -> dict:
+    "CADEC's settings for `dataset` (see `CADEC_SETTINGS`)."
+    return CADEC_SETTINGS.resolve(dataset)
+
 # %% ../nbs/12_cadec.ipynb #dcae9be9
-@torch.no_grad()
-def cadec_evaluate(method:CADEC, # a trained CADEC model
-                   data:ImageData, # images and labels to evaluate on
-                   aug, # the run's `BatchAugment` (its `eval_view` resizes and normalises)
-                   representation:str="z", # "z": instance-head output (the paper's text), "h": backbone feature (the official code)
-                   batch_size:int=512, # images per forward pass
-                   seed:int=0, # k-means seed
-                   n_init:int=10, # k-means restarts
-                  ) -> dict: # {"cluster": {acc, nmi, ari}, "representation": {acc, nmi, ari}}
-    "CADEC's two evaluations: the argmax of the soft assignment q, and k-means on the learned representation."
+def cadec_scores(method:CADEC, # a trained CADEC model
+                 data:ImageData, # images and labels to evaluate on
+                 aug, # the run's `BatchAugment` (its `eval_view` resizes and normalises)
+                 representation:str="z", # "z": instance-head output (the paper's text), "h": backbone feature (the official code)
+                 batch_size:int=512, # images per forward pass
+                 seed:int=0, # k-means seed
+                 n_init:int=10, # k-means restarts
+                 l2:bool=False, # L2-normalise the representation before k-means (z already is)
+                ) -> dict: # {"cluster": {acc, nmi, ari}, "representation": {acc, nmi, ari}}
+    "ACC/NMI/ARI of CADEC's two evaluations: the argmax of the soft assignment q, and k-means on the representation."
+    from deepcluster_nb.train import predict    # the trainer sits above the methods: imported only when used
     if representation not in ("z", "h"): raise ValueError(f"representation must be 'z' or 'h', got {representation!r}")
-    was = method.training; method.eval()
-    dev = method.centers.device
-    probs, feats = [], []
-    for i in range(0, len(data), batch_size):
-        o = method(aug.eval_view(data.x[i:i + batch_size].to(dev)))
-        probs.append(o["probs"].float().cpu()); feats.append(o["z" if representation == "z" else "features"].float().cpu())
-    method.train(was)
-    pred = torch.cat(probs).argmax(1).numpy()
-    km = kmeans_centers(torch.cat(feats), method.n_clusters, seed, n_init)
-    km_pred = torch.cdist(torch.cat(feats), km).argmin(1).numpy()
-    return {"cluster": evaluate(data.y, pred), "representation": evaluate(data.y, km_pred)}
+    key = "z" if representation == "z" else "features"
+    out = predict(method, data, aug, batch_size, device=method.centers.device, keys=("probs", key))
+    km = kmeans_labels(out[key], method.n_clusters, seed, n_init, l2=l2)
+    return {"cluster": clustering_scores(data.y, out["probs"].argmax(1)), "representation": clustering_scores(data.y, km)}
+
+cadec_evaluate = cadec_scores   # the first edition's name

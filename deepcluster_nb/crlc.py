@@ -8,15 +8,17 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .infonce import nt_xent
-from .models import ClusterMethod, Batch, register_method, instance_projector, mlp, make_backbone
+from .infonce import nt_xent, marginal_entropy
+from .models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector, mlp,
+                                   make_backbone)
 from .augment import AugmentConfig, cc_recipe
 from .data import PAPER_BENCHMARKS, DIGIT_DATASETS
 
 # %% auto #0
-__all__ = ['CRITICS', 'critic', 'smooth', 'probability_contrastive_loss', 'pc_logit_grad', 'critic_logit_grad',
-           'marginal_entropy', 'logit_clamp_penalty', 'cluster_losses', 'crlc_loss', 'ProbabilityBank',
-           'memory_bank_loss', 'knn_indices', 'crlc_recipe', 'crlc_defaults', 'CRLC']
+__all__ = ['CRITICS', 'CRLC_PAPER', 'CRLC_BENCHMARKS', 'CRLC_SETTINGS', 'critic', 'smooth', 'probability_contrastive_loss',
+           'pc_logit_grad', 'critic_logit_grad', 'logit_clamp_penalty', 'cluster_regularisers', 'cluster_losses',
+           'crlc_loss', 'ProbabilityBank', 'memory_bank_loss', 'MemoryBankContrast', 'knn_indices',
+           'NeighbourPositives', 'crlc_recipe', 'crlc_defaults', 'CRLC']
 
 # %% ../nbs/09_crlc.ipynb #44868c96
 CRITICS = ("log_dot", "dot", "neg_l2", "neg_js")
@@ -73,13 +75,6 @@ def critic_logit_grad(q:torch.Tensor, # (..., C) the query q = softmax(u)
     "The gradient of the log-dot critic w.r.t. the query's logits: q_c p_c / qᵀp − q_c."
     return q * p / (q * p).sum(-1, keepdim=True) - q
 
-# %% ../nbs/09_crlc.ipynb #8b40a1e3
-def marginal_entropy(q:torch.Tensor, # (..., B, C) assignment probabilities of one view
-                    ) -> torch.Tensor: # (...) H(p̄), p̄ = mean over the batch
-    "Entropy of the batch-mean assignment p̄ = (1/B) Σ_i q_i: log C at uniform cluster usage, 0 at collapse."
-    p = q.float().mean(-2)
-    return -(p * torch.log(p.clamp(min=1e-12))).sum(-1)
-
 # %% ../nbs/09_crlc.ipynb #815169d1
 def logit_clamp_penalty(logits:torch.Tensor, # (..., B, C) cluster logits of one view
                         bound:float=25.0, # logits are kept within [−bound, bound]
@@ -88,6 +83,21 @@ def logit_clamp_penalty(logits:torch.Tensor, # (..., B, C) cluster logits of one
     return 0.25 * F.relu(logits.float().abs() - bound).pow(2).sum(-1).mean(-1)
 
 # %% ../nbs/09_crlc.ipynb #8dd1838b
+def cluster_regularisers(logits_a:torch.Tensor, # (..., B, C) logits of view a, one slice per subhead
+                         logits_b:torch.Tensor, # (..., B, C) logits of view b
+                         lambda_1:float=1.0, # λ₁, weight of each view's marginal entropy
+                         bound:float=25.0, # logit range
+                         clamp_weight:float=0.01, # weight of the logit penalty (per view)
+                        ) -> torch.Tensor: # (...) one value per subhead
+    "The clustering loss without its contrast: −λ₁ (H(q̄ᵃ) + H(q̄ᵇ)) on unsmoothed q + w (Ω(uᵃ) + Ω(uᵇ))."
+    q_a, q_b = logits_a.float().softmax(-1), logits_b.float().softmax(-1)
+    # $H(\bar q^a) + H(\bar q^b)$: each view's batch spread over the clusters (unsmoothed $q$)
+    ent = marginal_entropy(q_a) + marginal_entropy(q_b)
+    # $\Omega(u^a) + \Omega(u^b)$: the walls at $\pm$`bound`
+    clamp = logit_clamp_penalty(logits_a, bound) + logit_clamp_penalty(logits_b, bound)
+    return -lambda_1 * ent + clamp_weight * clamp
+
+# %% ../nbs/09_crlc.ipynb #ff221fb2
 def cluster_losses(logits_a:torch.Tensor, # (H, B, C) logits of view a, one slice per subhead
                    logits_b:torch.Tensor, # (H, B, C) logits of view b
                    lambda_1:float=1.0, # λ₁, weight of each view's marginal entropy
@@ -96,13 +106,11 @@ def cluster_losses(logits_a:torch.Tensor, # (H, B, C) logits of view a, one slic
                    bound:float=25.0, # logit range
                    clamp_weight:float=0.01, # weight of the logit penalty (per view)
                   ) -> torch.Tensor: # (H,) one clustering loss per subhead
-    "Per-subhead clustering loss: L_PC on smoothed q − λ₁ (H(q̄ᵃ) + H(q̄ᵇ)) on unsmoothed q + logit penalties."
+    "Per-subhead clustering loss L^h_cluster: L_PC on smoothed q + `cluster_regularisers`."
     q_a, q_b = logits_a.float().softmax(-1), logits_b.float().softmax(-1)
-    l_pc = probability_contrastive_loss(q_a, q_b, smoothing, kind)
-    ent = marginal_entropy(q_a) + marginal_entropy(q_b)
-    clamp = logit_clamp_penalty(logits_a, bound) + logit_clamp_penalty(logits_b, bound)
-    return l_pc - lambda_1 * ent + clamp_weight * clamp
+    return probability_contrastive_loss(q_a, q_b, smoothing, kind) + cluster_regularisers(logits_a, logits_b, lambda_1, bound, clamp_weight)
 
+# %% ../nbs/09_crlc.ipynb #9e32d879
 def crlc_loss(z_a:torch.Tensor, # (B, D) RL-head outputs of view a (normalised inside)
               z_b:torch.Tensor, # (B, D) RL-head outputs of view b
               logits_a:torch.Tensor, # (H, B, C) C-subhead logits of view a
@@ -112,9 +120,18 @@ def crlc_loss(z_a:torch.Tensor, # (B, D) RL-head outputs of view a (normalised i
               tau:float=0.1, # temperature of L_FC
               smoothing:float=0.01, # γ
               kind:str="log_dot", # critic of L_PC
-             ) -> torch.Tensor: # scalar L_CRLC
+              bound:float=25.0, # logit range
+              clamp_weight:float=0.01, # weight of the logit penalty (per view)
+              return_terms:bool=False, # also return {"feature_contrast": L_FC, "cluster": (H,) L^h_cluster}
+             ): # scalar L_CRLC, or (L_CRLC, terms)
     "The CRLC objective (Eq. 11, as implemented officially): λ₂ L_FC + mean over subheads of the clustering loss."
-    return lambda_2 * nt_xent(z_a, z_b, tau) + cluster_losses(logits_a, logits_b, lambda_1, smoothing, kind).mean()
+    # $\mathcal L_{FC}$: NT-Xent on the RL-head outputs
+    l_fc = nt_xent(z_a, z_b, tau)
+    # $\mathcal L^h_{cluster}$, $h = 1..H$
+    l_cluster = cluster_losses(logits_a, logits_b, lambda_1, smoothing, kind, bound, clamp_weight)
+    # $\mathcal L_{CRLC} = \lambda_2\mathcal L_{FC} + \frac1H\sum_h \mathcal L^h_{cluster}$
+    loss = lambda_2 * l_fc + l_cluster.mean()
+    return (loss, {"feature_contrast": l_fc, "cluster": l_cluster}) if return_terms else loss
 
 # %% ../nbs/09_crlc.ipynb #1c045960
 class ProbabilityBank(nn.Module):
@@ -139,6 +156,7 @@ class ProbabilityBank(nn.Module):
         "q_n ← α q_n + (1 − α) q̂_n for the rows `index` (B,), with q̂ of shape (H, B, C)."
         self.bank[:, index] = alpha * self.bank[:, index] + (1 - alpha) * q_new.to(self.bank.dtype)
 
+# %% ../nbs/09_crlc.ipynb #a6277f58
 def memory_bank_loss(q:torch.Tensor, # (H, R, C) queries from the network
                      positive:torch.Tensor, # (H, R, C) each query's bank row
                      negatives:torch.Tensor, # (H, K, C) bank rows drawn uniformly
@@ -153,6 +171,42 @@ def memory_bank_loss(q:torch.Tensor, # (H, R, C) queries from the network
     if self_mask is not None: s_neg = s_neg.masked_fill(self_mask, float("-inf"))
     logits = torch.cat([s_pos, s_neg], -1)
     return -torch.log_softmax(logits, -1)[..., 0].mean(-1)
+
+# %% ../nbs/09_crlc.ipynb #c2928ce1
+class MemoryBankContrast(nn.Module):
+    "CRLC's memory-bank contrast (Eq. 10) as a part: a `ProbabilityBank`, the loss against it, and the update of the batch's rows."
+    def __init__(self, n_subheads:int, n_clusters:int,
+                 momentum:float=0.5, # α of Eq. 10
+                 n_negatives:int=4096, # bank rows drawn per step as negatives
+                 smoothing:float=0.01, # γ
+                 kind:str="log_dot", # critic
+                ):
+        super().__init__()
+        self.bank = ProbabilityBank(n_subheads, n_clusters)
+        self.momentum, self.n_negatives, self.smoothing, self.kind = momentum, n_negatives, smoothing, kind
+        self._pending = None   # (index, q̂) of the last batch, written by `update`
+
+    def reset(self, n_images:int):
+        "A new run: one uniform row per training image."
+        self.bank.reset(n_images)
+
+    def forward(self, q_a:torch.Tensor, # (H, B, C) assignment probabilities of view a
+                q_b:torch.Tensor, # (H, B, C) of view b
+                index:torch.Tensor, # (B,) the images' indices in the training set
+               ) -> torch.Tensor: # (H,) L_PC of the 2B queries against the bank
+        "The memory-bank L_PC of both views; the batch's new rows wait for `update`."
+        bank = self.bank.bank
+        if bank.shape[1] == 0: raise RuntimeError("the memory bank is empty: reset(n_images) sizes it (the model's on_train_start does)")
+        neg = torch.randint(bank.shape[1], (self.n_negatives,), device=bank.device)   # drawn once per step, shared by the batch
+        idx2 = torch.cat([index, index])                                                # view a's queries, then view b's
+        loss = memory_bank_loss(torch.cat([q_a, q_b], -2), bank[:, idx2], bank[:, neg], neg[None] == idx2[:, None],
+                                self.smoothing, self.kind)
+        self._pending = (index, (q_a + q_b).detach() / 2)                               # q̂_n: the mean of the two views
+        return loss
+
+    def update(self):
+        "Eq. 10 for the rows of the last batch: q_n ← α q_n + (1 − α) q̂_n (once per step)."
+        if self._pending is not None: self.bank.update(*self._pending, self.momentum); self._pending = None
 
 # %% ../nbs/09_crlc.ipynb #e0b614fa
 @torch.no_grad()
@@ -169,6 +223,40 @@ def knn_indices(features:torch.Tensor, # (N, D) features (cosine similarity is u
         out.append(sim.topk(k, dim=1).indices)
     return torch.cat(out)
 
+# %% ../nbs/09_crlc.ipynb #f3525b0b
+class NeighbourPositives(nn.Module):
+    "Two-stage CRLC's positives as a part: each training image's K nearest neighbours (saved in checkpoints) and the images to draw them from."
+    def __init__(self, n_neighbors:int=50): # K, neighbours per image
+        super().__init__()
+        self.register_buffer("table", torch.zeros(0, n_neighbors, dtype=torch.long))   # (N, K), filled by `build`
+        self.register_load_state_dict_pre_hook(self._resize)
+        self._source = None   # (uint8 training images, their augmentation): attached by the model's hooks, never saved
+
+    def _resize(self, module, state_dict, prefix, *args):
+        "Loading a checkpoint resizes the table to the saved one (it is built at the start of training)."
+        k = prefix + "table"
+        if k in state_dict: self.table = torch.empty_like(state_dict[k], device=self.table.device)
+
+    def attach(self, images:torch.Tensor, # uint8 training images (N, C, H, W)
+               augment, # draws a random view of a uint8 batch (a `BatchAugment`)
+              ):
+        "The images the neighbours are drawn from, and the augmentation that makes a view of them."
+        self._source = (images, augment)
+
+    def build(self, features:torch.Tensor): # (N, D) features of the training images
+        "The table: each image's K nearest neighbours by cosine similarity of `features`."
+        self.table = knn_indices(features, self.table.shape[1]).to(self.table.device)
+
+    def forward(self, index:torch.Tensor, # (B,) the batch's indices in the training set
+               ) -> torch.Tensor: # (B, C, S, S) one augmented view of a neighbour of each image
+        "A view of one neighbour of each image, drawn uniformly from its K."
+        if self._source is None:
+            raise RuntimeError("two-stage CRLC draws its positives from the training images, which the hooks attach "
+                               "(on_train_start, on_resume): train it through a Trainer")
+        x, augment = self._source
+        nb = self.table[index, torch.randint(self.table.shape[1], index.shape, device=index.device)]
+        return augment(x[nb.to(x.device)].to(index.device))
+
 # %% ../nbs/09_crlc.ipynb #b20557df
 def crlc_recipe(dataset:str, # dataset key
                 size:int, # training resolution
@@ -180,23 +268,60 @@ def crlc_recipe(dataset:str, # dataset key
                          blur_p=blur, blur_kernel=9, blur_sigma=(0.1, 2.0))
 
 # %% ../nbs/09_crlc.ipynb #0d598468
-def crlc_defaults(dataset:str) -> dict:
-    "CRLC's settings: the paper's on its benchmarks; a small CNN at native size on the digit datasets; ResNet-18 on custom data."
-    common = dict(stem="small", image_size="native", protocol="train-test", augment=crlc_recipe)
-    if dataset in PAPER_BENCHMARKS:
-        return dict(backbone="resnet34", optimizer="sgd", lr=0.1, weight_decay=5e-4, batch_size=512,
-                    epochs=500 if dataset in ("imagenet10", "imagenet_dogs") else 2000, **common)
-    if dataset in DIGIT_DATASETS:
-        small = dataset == "digits"
-        return dict(backbone="small_cnn", optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=32 if small else 128,
-                    epochs=12 if small else 50, **common)
-    return dict(backbone="resnet18", optimizer="sgd", lr=0.1, weight_decay=5e-4, batch_size=256, epochs=200, **common)
+CRLC_PAPER = Paper(
+    cite="Do, Tran, Venkatesh: Clustering by Maximizing Mutual Information Across Views (ICCV 2021)",
+    short="Do et al. 2021 (CRLC)", epochs=2000, epochs_from="Appendix A.7",
+    note="mean of 3 runs (standard deviations in Appendix Tables 5-6); CIFAR-20 is CIFAR-100's 20 super-classes; "
+         "ResNet-34; STL-10 also uses its 100k unlabelled images for the RL-head",
+    results=(("cifar10", "head", 0.799, 0.679, 0.634, "Table 1"), ("cifar100", "head", 0.425, 0.416, 0.263, "Table 1"),
+             ("stl10", "head", 0.818, 0.729, 0.682, "Table 1"), ("imagenet10", "head", 0.854, 0.831, 0.759, "Table 1"),
+             ("imagenet_dogs", "head", 0.461, 0.484, 0.297, "Table 1"),
+             ("cifar10", "head", 0.794, 0.667, 0.623, "Appendix Table 5, train only", "train-test"),
+             ("cifar100", "head", 0.434, 0.431, 0.277, "Appendix Table 5, train only", "train-test"),
+             ("stl10", "head", 0.576, 0.508, 0.419, "Appendix Table 5, train only", "train-test"),
+             ("imagenet10", "head", 0.854, 0.831, 0.759, "Table 1 (training images only)", "train-test"),
+             ("imagenet_dogs", "head", 0.461, 0.484, 0.297, "Table 1 (training images only)", "train-test")))
 
-# %% ../nbs/09_crlc.ipynb #b250c9f1
+# %% ../nbs/09_crlc.ipynb #ffbd9d31
+CRLC_BENCHMARKS = ("cifar10", "cifar100", "stl10", "imagenet10", "imagenet_dogs")   # the paper's Table 1
+
+CRLC_SETTINGS = Settings(
+    setting("*", "ours: ResNet-18 at native size with the paper's SGD, batch 256, 200 epochs, for data the paper does not "
+            "use", backbone="resnet18", stem="small", image_size="native", optimizer="sgd", lr=0.1, weight_decay=5e-4,
+            batch_size=256, epochs=200),
+    setting("*", "App. A.8: train on the training set only (the paper's advice for later work), evaluate on the test set",
+            protocol="train-test"),
+    setting("*", "Sec. 5: crop, flip, colour jitter, grayscale, blur on the ImageNet subsets; the official code's "
+            "parameters (crop scale 0.2–1, jitter 0.4/0.1 at p 0.8, grayscale p 0.2, blur also on STL-10)", augment=crlc_recipe),
+    setting(CRLC_BENCHMARKS, "Sec. 5: ResNet-34 on the five standard data sets", backbone="resnet34"),
+    setting(CRLC_BENCHMARKS, "ours: the 3×3 stride-1 stem at native size (Sec. 5 crops CIFAR to 32 px and STL-10 to 96 px, "
+            "their own sizes; the ImageNet subsets to 224 px, where we keep their native 256 px)", stem="small", image_size="native"),
+    setting(CRLC_BENCHMARKS, "App. A.7: SGD, constant lr 0.1, momentum 0.9, weight decay 5e-4", optimizer="sgd", lr=0.1,
+            weight_decay=5e-4, schedule="constant"),
+    setting(CRLC_BENCHMARKS, "App. A.7: batch 512, 2,000 epochs", batch_size=512, epochs=2000),
+    setting(("imagenet10", "imagenet_dogs"), "App. A.7: 500 epochs suffice on ImageNet-10 and ImageNet-Dogs", epochs=500),
+    setting(CRLC_BENCHMARKS, "Sec. 5: 128-d RL-head output, τ = 0.1, 10 C-subheads; App. A.7: λ₁ = 1, λ₂ = 10; App. A.5: "
+            "γ = 0.01, logits within [−25, 25]", hparams=dict(z_dim=128, tau=0.1, n_subheads=10, lambda_1=1.0, lambda_2=10.0,
+                                                            smoothing=0.01, logit_bound=25.0)),
+    setting("tiny_imagenet", "ours: the paper does not use Tiny-ImageNet; the settings of its benchmarks", backbone="resnet34",
+            stem="small", image_size="native", optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="constant",
+            batch_size=512, epochs=2000),
+    setting(DIGIT_DATASETS, "ours: the small CNN at native size on CPU, Adam lr 2e-3 without weight decay, batch 128, "
+            "50 epochs (not tuned on MNIST and USPS), the digits augmentation", backbone="small_cnn", stem="small",
+            image_size="native", optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=128, epochs=50, augment=crlc_recipe),
+    setting("digits", "ours: batch 32, 12 epochs (672 steps): at batch 64 or 128 several subheads kept two digits merged "
+            "(§10)", batch_size=32, epochs=12),
+)
+
+def crlc_defaults(dataset:str) -> dict:
+    "CRLC's settings for `dataset` (see `CRLC_SETTINGS`)."
+    return CRLC_SETTINGS.resolve(dataset)
+
+# %% ../nbs/09_crlc.ipynb #10a26f94
 @register_method
 class CRLC(ClusterMethod):
-    "CRLC: NT-Xent on the RL-head + log-dot probability contrast and batch entropy on 10 C-subheads."
-    name = "crlc"
+    "CRLC: NT-Xent on the RL-head + log-dot probability contrast and batch entropy on H C-subheads; memory-bank and two-stage options."
+    name, paper, settings = "crlc", CRLC_PAPER, CRLC_SETTINGS
     def __init__(self, backbone, feat_dim, n_clusters,
                  n_subheads:int=10, # H, C-subheads whose clustering losses are averaged
                  hidden:int=512, # hidden width of each C-subhead (feature → hidden → C)
@@ -210,41 +335,31 @@ class CRLC(ClusterMethod):
                  clamp_weight:float=0.01, # ... by a penalty of this weight per view
                  loss_momentum:float=0.99, # momentum of the running per-subhead training loss (subhead choice)
                  joint_forward:bool=False, # both views in one backbone pass
-                 memory_bank:bool=False, # Eq. 10: positives and negatives from a bank of past assignments
+                 memory_bank:bool=False, # Eq. 10: positives and negatives from a bank of past assignments (§7)
                  bank_momentum:float=0.5, # α of Eq. 10
                  bank_negatives:int=4096, # bank rows drawn per step as negatives
-                 two_stage:bool=False, # Sec. 5.1.2: positives are nearest neighbours, C-heads trained with L_cluster only
+                 two_stage:bool=False, # Sec. 5.1.2: positives are nearest neighbours, C-heads trained with L_cluster only (§8)
                  n_neighbors:int=50, # K neighbours per image
                  pretrained:str="", # checkpoint whose backbone and RL-head initialise the model
                  freeze_backbone:bool=False, # train the C-heads only
                 ):
+        hp = dict(locals())                                              # the keyword arguments above, kept as hparams
         if critic not in CRITICS: raise ValueError(f"Unknown critic {critic!r}. Valid: {', '.join(CRITICS)}")
-        super().__init__(backbone, feat_dim, n_clusters, n_subheads=n_subheads, hidden=hidden, z_dim=z_dim, tau=tau,
-                         lambda_1=lambda_1, lambda_2=lambda_2, smoothing=smoothing, critic=critic, logit_bound=logit_bound,
-                         clamp_weight=clamp_weight, loss_momentum=loss_momentum, joint_forward=joint_forward,
-                         memory_bank=memory_bank, bank_momentum=bank_momentum, bank_negatives=bank_negatives,
-                         two_stage=two_stage, n_neighbors=n_neighbors, pretrained=pretrained, freeze_backbone=freeze_backbone)
-        self.rl_head = instance_projector(feat_dim, z_dim)
-        self.c_heads = nn.ModuleList([mlp(feat_dim, hidden, n_clusters) for _ in range(n_subheads)])
-        self.register_buffer("subhead_loss", torch.zeros(n_subheads))
+        if memory_bank and two_stage: raise ValueError("memory_bank and two_stage are two training modes: choose one")
+        super().__init__(backbone, feat_dim, n_clusters, **{k: hp[k] for k in self.hyperparameters()})
+        self.rl_head = instance_projector(feat_dim, z_dim)                                        # g_RL
+        self.c_heads = nn.ModuleList([mlp(feat_dim, hidden, n_clusters) for _ in range(n_subheads)])   # H C-subheads
+        self.register_buffer("subhead_loss", torch.zeros(n_subheads))   # running L^h_cluster, for the subhead choice
         self.register_buffer("loss_steps", torch.zeros((), dtype=torch.long))
-        self.bank = ProbabilityBank(n_subheads, n_clusters) if memory_bank else None
-        if two_stage:
-            self.register_buffer("neighbors", torch.zeros(0, n_neighbors, dtype=torch.long))
-            self.register_load_state_dict_pre_hook(self._resize_neighbors)
-        if freeze_backbone:
+        self.memory = MemoryBankContrast(n_subheads, n_clusters, bank_momentum, bank_negatives, smoothing, critic) if memory_bank else None
+        self.neighbours = NeighbourPositives(n_neighbors) if two_stage else None
+        if freeze_backbone:                                              # the C-heads only
             for p in [*self.backbone.parameters(), *self.rl_head.parameters()]: p.requires_grad_(False)
-        self._images = None   # (uint8 training images, augmentation) for two-stage positives, set in on_train_start
-
-    @classmethod
-    def defaults(cls, dataset): return crlc_defaults(dataset)
-
-    def _resize_neighbors(self, module, state_dict, prefix, *args):
-        if prefix + "neighbors" in state_dict: self.neighbors = torch.empty_like(state_dict[prefix + "neighbors"], device=self.neighbors.device)
 
     def train(self, mode:bool=True):
+        "Train mode, except for a frozen backbone, whose BatchNorm statistics stay as they are."
         super().train(mode)
-        if self.hparams["freeze_backbone"]: self.backbone.eval()   # frozen BatchNorm statistics
+        if self.hparams["freeze_backbone"]: self.backbone.eval()
         return self
 
     def param_groups(self, weight_decay:float) -> list:
@@ -253,83 +368,70 @@ class CRLC(ClusterMethod):
         return [{"params": [p for p in ps if p.ndim > 1], "weight_decay": weight_decay},
                 {"params": [p for p in ps if p.ndim <= 1], "weight_decay": 0.0}]
 
-    def subhead_logits(self, h): return torch.stack([c(h) for c in self.c_heads])     # (H, N, C)
-
     def features(self, *xs):
         "Backbone features of one or more batches (one pass if `joint_forward`; no gradient if frozen)."
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams["freeze_backbone"]):
             if self.hparams["joint_forward"] or len(xs) == 1: return self.backbone(torch.cat(xs)).chunk(len(xs))
             return tuple(self.backbone(x) for x in xs)
 
-    @torch.no_grad()
-    def on_train_start(self, trainer):
-        hp, dev = self.hparams, next(self.parameters()).device
-        if hp["pretrained"]:
-            sd = torch.load(hp["pretrained"], map_location=dev, weights_only=False)
-            sd = sd.get("model", sd)
-            keep = {k: v for k, v in sd.items() if k.startswith(("backbone.", "rl_head."))}
-            missing = [k for k in self.state_dict() if k.startswith(("backbone.", "rl_head.")) and k not in keep]
-            if missing: raise ValueError(f"{hp['pretrained']} lacks {len(missing)} backbone/RL-head entries, e.g. {missing[0]}")
-            self.load_state_dict(keep, strict=False)
-        if hp["memory_bank"]: self.bank.reset(len(trainer.train_data))
-        if hp["two_stage"]:
-            self._images = (trainer.x, trainer.aug)
-            was = self.training; self.eval()
-            z = torch.cat([self.rl_head(self.backbone(trainer.aug.eval_view(trainer.x[i:i + 512]))).float()
-                           for i in range(0, len(trainer.x), 512)])
-            self.train(was)
-            self.neighbors = knn_indices(z, hp["n_neighbors"]).to(dev)
-
-    def on_resume(self, trainer):
-        "Re-attach the training images for two-stage positives; the neighbour table itself comes from the checkpoint."
-        if self.hparams["two_stage"]: self._images = (trainer.x, trainer.aug)
-
-    def _track(self, losses):
-        "Running mean of each subhead's training loss, kept on the device (no host synchronisation)."
-        m = self.hparams["loss_momentum"]
-        self.subhead_loss.copy_(torch.where(self.loss_steps > 0, m * self.subhead_loss + (1 - m) * losses.detach(), losses.detach()))
-        self.loss_steps += 1
+    def subhead_logits(self, h): return torch.stack([c(h) for c in self.c_heads])     # (H, N, C)
+    def _logits(self, h): return self.gather(self.subhead_logits(h).transpose(0, 1)).transpose(0, 1)   # of the whole batch
 
     def training_step(self, batch:Batch, head:str="main") -> dict:
         hp = self.hparams
-        kw = dict(lambda_1=hp["lambda_1"], smoothing=hp["smoothing"], kind=hp["critic"], bound=hp["logit_bound"],
-                  clamp_weight=hp["clamp_weight"])
-        if hp["two_stage"]: return self._two_stage_step(batch, kw)
+        reg = dict(lambda_1=hp["lambda_1"], bound=hp["logit_bound"], clamp_weight=hp["clamp_weight"])
+        if self.neighbours is not None:                  # two-stage: (image, random neighbour) pairs, L_cluster only
+            h_a, h_n = self.features(batch.views[0], self.neighbours(batch.index))
+            cl = cluster_losses(self._logits(h_a), self._logits(h_n), smoothing=hp["smoothing"], kind=hp["critic"], **reg)
+            self._track(cl)
+            return {"loss": cl.mean(), "cluster": cl.mean().detach()}
         h_a, h_b = self.features(*batch.views[:2])
-        z_a, z_b = self.gather(self.rl_head(h_a)), self.gather(self.rl_head(h_b))
-        u_a, u_b = self.gather(self.subhead_logits(h_a).transpose(0, 1)).transpose(0, 1), \
-                   self.gather(self.subhead_logits(h_b).transpose(0, 1)).transpose(0, 1)
-        l_fc = nt_xent(z_a, z_b, hp["tau"])
-        if hp["memory_bank"]: cl = self._bank_losses(u_a, u_b, self.gather(batch.index), kw)
-        else: cl = cluster_losses(u_a, u_b, **kw)
-        with torch.no_grad(): self._track(cl)
-        return {"loss": hp["lambda_2"] * l_fc + cl.mean(), "feature_contrast": l_fc.detach(), "cluster": cl.mean().detach()}
+        z_a, z_b, u_a, u_b = self.gather(self.rl_head(h_a)), self.gather(self.rl_head(h_b)), self._logits(h_a), self._logits(h_b)
+        if self.memory is None:                          # Eq. 11
+            loss, terms = crlc_loss(z_a, z_b, u_a, u_b, lambda_2=hp["lambda_2"], tau=hp["tau"], smoothing=hp["smoothing"],
+                                    kind=hp["critic"], return_terms=True, **reg)
+            l_fc, cl = terms["feature_contrast"], terms["cluster"]
+        else:                                            # Eq. 10's contrast against the bank + the same regularisers
+            l_fc = nt_xent(z_a, z_b, hp["tau"])
+            cl = self.memory(u_a.float().softmax(-1), u_b.float().softmax(-1), self.gather(batch.index)) + cluster_regularisers(u_a, u_b, **reg)
+            loss = hp["lambda_2"] * l_fc + cl.mean()
+        self._track(cl)
+        return {"loss": loss, "feature_contrast": l_fc.detach(), "cluster": cl.mean().detach()}
 
-    def _bank_losses(self, u_a, u_b, index, kw):
-        hp = self.hparams
-        q_a, q_b = u_a.float().softmax(-1), u_b.float().softmax(-1)
-        bank = self.bank.bank
-        neg = torch.randint(bank.shape[1], (hp["bank_negatives"],), device=bank.device)
-        idx2 = torch.cat([index, index])
-        l_pc = memory_bank_loss(torch.cat([q_a, q_b], 1), bank[:, idx2], bank[:, neg], neg[None] == idx2[:, None],
-                                kw["smoothing"], kw["kind"])
-        self.bank.update(index, (q_a + q_b).detach() / 2, hp["bank_momentum"])
-        ent = marginal_entropy(q_a) + marginal_entropy(q_b)
-        clamp = logit_clamp_penalty(u_a, kw["bound"]) + logit_clamp_penalty(u_b, kw["bound"])
-        return l_pc - kw["lambda_1"] * ent + kw["clamp_weight"] * clamp
+    @torch.no_grad()
+    def _track(self, losses):
+        "Running mean of each subhead's training loss, kept on the device (no host synchronisation)."
+        m, l = self.hparams["loss_momentum"], losses.detach()
+        self.subhead_loss.copy_(torch.where(self.loss_steps > 0, m * self.subhead_loss + (1 - m) * l, l)); self.loss_steps += 1
 
-    def _two_stage_step(self, batch, kw):
-        if self._images is None:
-            raise RuntimeError("two-stage CRLC draws neighbour images from the training set, which the trainer attaches "
-                               "(on_train_start, on_resume): train it through a Trainer")
-        x, aug = self._images
-        nb = self.neighbors[batch.index, torch.randint(self.neighbors.shape[1], batch.index.shape, device=batch.index.device)]
-        h_a, h_n = self.features(batch.views[0], aug(x[nb]))
-        u_a = self.gather(self.subhead_logits(h_a).transpose(0, 1)).transpose(0, 1)
-        u_n = self.gather(self.subhead_logits(h_n).transpose(0, 1)).transpose(0, 1)
-        cl = cluster_losses(u_a, u_n, **kw)
-        with torch.no_grad(): self._track(cl)
-        return {"loss": cl.mean(), "cluster": cl.mean().detach()}
+    @torch.no_grad()
+    def on_train_start(self, images:torch.Tensor, augment, seed:int):
+        "A new run: load `pretrained`, size the memory bank, build the neighbour table from the RL-head's features."
+        dev = self.subhead_loss.device
+        if self.hparams["pretrained"]: self.load_pretrained(self.hparams["pretrained"])
+        if self.memory is not None: self.memory.reset(len(images))
+        if self.neighbours is not None:
+            from deepcluster_nb.train import predict        # the trainer's layer (see above)
+            z = predict(self, images, augment, device=dev, keys=("z",))["z"]
+            self.neighbours.attach(images, augment); self.neighbours.build(torch.from_numpy(z).to(dev))
+
+    def on_resume(self, images:torch.Tensor, augment):
+        "Re-attach the training images for two-stage positives; the neighbour table itself comes from the checkpoint."
+        if self.neighbours is not None: self.neighbours.attach(images, augment)
+
+    def after_step(self, step:int):
+        "Eq. 10 after the optimiser step: the bank's rows of this batch move towards the new predictions."
+        if self.memory is not None: self.memory.update()
+
+    def load_pretrained(self, path:str):
+        "Initialise the backbone and the RL-head from a checkpoint, read with the trainer's safe `load_checkpoint`."
+        from deepcluster_nb.train import load_checkpoint    # the trainer's layer (see above)
+        state = load_checkpoint(path, map_location=self.subhead_loss.device)[0]
+        state, parts = state.get("model", state), ("backbone.", "rl_head.")
+        keep = {k: v for k, v in state.items() if k.startswith(parts)}
+        missing = [k for k in self.state_dict() if k.startswith(parts) and k not in keep]
+        if missing: raise ValueError(f"{path} lacks {len(missing)} backbone/RL-head entries, e.g. {missing[0]}")
+        self.load_state_dict(keep, strict=False)
 
     def forward(self, x):
         h = self.backbone(x)

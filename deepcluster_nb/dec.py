@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 # %% auto #0
-__all__ = ['student_t_assignment', 'target_distribution', 'kl_rows', 'cluster_loss', 'anchor_loss']
+__all__ = ['cluster_loss', 'student_t_assignment', 'target_distribution', 'kl_rows', 'target_kl_loss', 'anchor_loss']
 
 # %% ../nbs/11_dec.ipynb #3adde41f
 def student_t_assignment(h:torch.Tensor, # (N, D) embeddings h_i
@@ -35,11 +35,13 @@ def kl_rows(p:torch.Tensor, # (N, K) the reference distributions (rows)
     return (p * (torch.log(p + eps) - torch.log(q + eps))).sum(1)
 
 # %% ../nbs/11_dec.ipynb #7ec8778a
-def cluster_loss(q:torch.Tensor, # (N, K) soft assignments of the (raw) images of a batch
-                ) -> torch.Tensor: # scalar (1/N) Σ_i KL(p_i ‖ q_i)
+def target_kl_loss(q:torch.Tensor, # (N, K) soft assignments of the (raw) images of a batch
+                  ) -> torch.Tensor: # scalar (1/N) Σ_i KL(p_i ‖ q_i)
     "DEC's clustering loss: KL from the target P (computed from q and detached) to q, averaged over the batch."
-    p = target_distribution(q).detach()
-    return kl_rows(p, q).mean()
+    p = target_distribution(q).detach()   # $p_{ij}$, a constant
+    return kl_rows(p, q).mean()           # $\frac1N\sum_i \mathrm{KL}(p_i\|q_i)$
+
+cluster_loss = target_kl_loss   # the first edition's name (CC's chapter has a different `cluster_loss`)
 
 # %% ../nbs/11_dec.ipynb #9ea01172
 def anchor_loss(q0:torch.Tensor, # (N, K) assignments of the raw images (the anchor; detached inside)

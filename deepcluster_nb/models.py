@@ -200,6 +200,7 @@ class ClusterMethod(nn.Module):
     n_views: int = 2                # augmented views per image in a batch
     needs_raw: bool = False         # whether `Batch.raw` is needed
     train_heads: tuple = ("main",)  # passes over the data per epoch
+    unlabeled_heads: dict = {}      # head -> "unlabeled" or "all": extra passes over unlabelled images (TrainConfig.unlabeled)
     column_contrast: bool = False   # the loss contrasts the K columns of a batch: batch_size >= K
 
     def __init__(self, backbone:nn.Module, feat_dim:int, n_clusters:int, **hparams):

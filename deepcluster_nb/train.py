@@ -17,12 +17,12 @@ from .metrics import score_assignments, matched_confusion
 
 # %% auto #0
 __all__ = ['GLOBAL_DEFAULTS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'evaluate_clustering', 'RUN_FILES', 'RESUME_SAFE',
-           'TrainConfig', 'ConfigError', 'config_help', 'parameters_cell', 'config_from_namespace', 'dataset_key',
-           'resolve_config', 'seed_everything', 'Trainer', 'pick_device', 'channel_stats', 'activation_count',
-           'available_memory', 'check_memory', 'compile_module', 'make_optimizer', 'lr_at', 'NonFiniteLoss', 'predict',
-           'write_json', 'atomic_save', 'save_checkpoint', 'UnsafeCheckpoint', 'load_checkpoint', 'RunFolderExists',
-           'config_changes', 'clear_run_folder', 'loss_alarm', 'Collapsed', 'use_data_on_device', 'host_batches',
-           'plot_history', 'plot_confusion', 'write_history']
+           'TrainConfig', 'ConfigError', 'coerce_value', 'config_help', 'parameters_cell', 'config_from_namespace',
+           'dataset_key', 'resolve_config', 'seed_everything', 'Trainer', 'pick_device', 'channel_stats',
+           'activation_count', 'available_memory', 'check_memory', 'compile_module', 'make_optimizer', 'lr_at',
+           'NonFiniteLoss', 'predict', 'write_json', 'atomic_save', 'save_checkpoint', 'UnsafeCheckpoint',
+           'load_checkpoint', 'RunFolderExists', 'config_changes', 'clear_run_folder', 'loss_alarm', 'Collapsed',
+           'use_data_on_device', 'host_batches', 'plot_history', 'plot_confusion', 'write_history']
 
 # %% ../nbs/07_train.ipynb #9901cff7
 @dataclass
@@ -57,6 +57,7 @@ class TrainConfig:
     stop_on_collapse: bool = False  # stop (keeping the checkpoint) when the clusters collapse or the loss explodes or stalls
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for trimmed runs
     subset: int = 0  # train on a random subset of this many images (0: all)
+    unlabeled: bool | None = None  # also train on the dataset's unlabelled images (STL-10's 100,000) where the method's paper does
     progress: bool = True  # show a progress bar
     hparams: dict = field(default_factory=dict)  # method hyperparameters, e.g. {"tau_i": 0.5}
 
@@ -66,7 +67,7 @@ class ConfigError(ValueError):
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
-def _coerce(name:str, value, anno:str):
+def coerce_value(name:str, value, anno:str):
     "`value` converted to the field type `anno` (a string such as 'int | None')."
     kinds = [k.strip() for k in anno.split("|")]
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto", "none", "null")):
@@ -110,7 +111,7 @@ def parse(cls:TrainConfig, cfg:TrainConfig|dict|None=None, **params) -> TrainCon
         import difflib
         hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, 1)) else repr(k) for k in unknown]
         raise ConfigError(f"unknown training parameter(s) {', '.join(hints)}. Valid: {', '.join(known)}")
-    return cls(**{k: _coerce(k, v, known[k]) for k, v in raw.items()})
+    return cls(**{k: coerce_value(k, v, known[k]) for k, v in raw.items()})
 
 # %% ../nbs/07_train.ipynb #d1749499
 def config_help() -> dict:
@@ -142,7 +143,7 @@ def dataset_key(name:str) -> str:
     "The key under which settings tables look up a dataset: the benchmark name, or 'custom'."
     return name if name in DATASETS else "custom"
 
-GLOBAL_DEFAULTS = dict(protocol="paper", backbone="resnet18", stem="small", image_size="native", epochs=100, batch_size=256,
+GLOBAL_DEFAULTS = dict(protocol="paper", unlabeled=False, backbone="resnet18", stem="small", image_size="native", epochs=100, batch_size=256,
                        optimizer="adam", lr=3e-4, weight_decay=0.0, schedule="constant", warmup_epochs=0)
 
 MIN_IMAGE_SIZE = {"small_cnn": 4, "small": 8, "imagenet": 32}   # smallest side each backbone/stem accepts
@@ -227,14 +228,19 @@ def pick_device(name:str) -> torch.device:
 def setup_config(self:Trainer, cfg:TrainConfig, data:ClusterData|None=None):
     "Parse and resolve the configuration against the method's settings table and the data; pick the device."
     cfg = TrainConfig.parse(cfg)
+    self.given = cfg                             # what the user set, before the table filled in the rest
     get_method(cfg.method)                       # an unknown method fails before any data is loaded
     self.device = pick_device(cfg.device)
     if cfg.threads: torch.set_num_threads(cfg.threads)
-    protocol = cfg.protocol or get_method(cfg.method).settings.resolve(dataset_key(cfg.dataset)).get("protocol", "paper")
-    self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root, protocol)
-    cfg = replace(cfg, protocol=protocol, data_root=str(data_root(cfg.data_root)))
+    table = get_method(cfg.method).settings.resolve(dataset_key(cfg.dataset))
+    protocol = cfg.protocol or table.get("protocol", "paper")
+    unlabeled = table.get("unlabeled", False) if cfg.unlabeled is None else cfg.unlabeled
+    self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root, protocol, stl10_unlabeled=unlabeled)
+    if unlabeled and self.data.extra is None: raise ConfigError(f"unlabeled=True, but {cfg.dataset} has no unlabelled images")
+    if unlabeled and not get_method(cfg.method).unlabeled_heads:
+        raise ConfigError(f"unlabeled=True, but {cfg.method} has no head that trains on unlabelled images")
+    cfg = replace(cfg, protocol=protocol, unlabeled=unlabeled, data_root=str(data_root(cfg.data_root)))
     self.cfg, self.aug_cfg = resolve_config(cfg, self.data)
-    self.given = cfg                             # what the user set, before the table filled in the rest
     c = self.cfg
     self.amp = (self.device.type == "cuda") if c.amp is None else c.amp
     self.out_dir = Path(c.out_dir.format(method=c.method, dataset=Path(str(c.dataset)).stem, seed=c.seed))
@@ -374,17 +380,28 @@ def setup_optimizer(self:Trainer):
 
 # %% ../nbs/07_train.ipynb #923f9839
 @patch(as_prop=True)
-def steps_per_epoch(self:Trainer) -> int: return len(self.train_data) // self.cfg.batch_size
+def steps_per_epoch(self:Trainer) -> int:
+    "Optimiser steps of one pass over the training images."
+    return len(self.train_data) // self.cfg.batch_size
+
+@patch(as_prop=True)
+def passes(self:Trainer) -> list:
+    "(head, images) of each pass of an epoch: the method's unlabelled-image heads first (when used), then its `train_heads`."
+    ps = []
+    if self.cfg.unlabeled:
+        for head, which in self.method.unlabeled_heads.items():
+            ps.append((head, self.x_unlabeled if which == "unlabeled" else torch.cat([self.x_unlabeled, self.x])))
+    return ps + [(head, self.x) for head in self.method.train_heads]
 
 @patch
-def batches(self:Trainer, perm:torch.Tensor):
-    "(indices, uint8 images) of each step of an epoch, on the device: slices of the resident data, or gathered on the host."
-    B = self.cfg.batch_size
+def batches(self:Trainer, perm:torch.Tensor, x:torch.Tensor|None=None):
+    "(indices, uint8 images) of each step of a pass over `x` (the training images), on the device."
+    B, x = self.cfg.batch_size, self.x if x is None else x
     if not self.data_on_device:
-        yield from host_batches(self.x, perm, B, self.steps_per_epoch, self.device); return
-    for s in range(self.steps_per_epoch):
+        yield from host_batches(x, perm, B, len(x) // B, self.device); return
+    for s in range(len(x) // B):
         idx = perm[s * B:(s + 1) * B]
-        yield idx, self.x[idx]
+        yield idx, x[idx]
 
 @patch
 def local_batch(self:Trainer, idx:torch.Tensor, xb:torch.Tensor) -> tuple:
@@ -411,9 +428,14 @@ def lr_at(step:int, # optimiser steps taken so far (0 for the first step)
 
 # %% ../nbs/07_train.ipynb #25cd82ca
 @patch(as_prop=True)
+def epoch_steps(self:Trainer) -> int:
+    "Optimiser steps of one epoch (all its passes)."
+    return sum(len(x) // self.cfg.batch_size for _, x in self.passes)
+
+@patch(as_prop=True)
 def total_steps(self:Trainer) -> int:
     "Optimiser steps of the whole run."
-    n = self.cfg.epochs * self.steps_per_epoch * len(self.method.train_heads)
+    n = self.cfg.epochs * self.epoch_steps
     return min(n, self.cfg.max_steps) if self.cfg.max_steps else n
 
 @patch
@@ -425,7 +447,7 @@ def train_step(self:Trainer, idx:torch.Tensor, xb:torch.Tensor, head:str="main")
     raw = self.aug.eval_view(xb) if self.method.needs_raw else None
     c = self.cfg
     if c.schedule != "constant" or c.warmup_epochs:
-        lr = lr_at(self.global_step, self.total_steps, c.lr, c.schedule, c.warmup_epochs * self.steps_per_epoch * len(self.method.train_heads))
+        lr = lr_at(self.global_step, self.total_steps, c.lr, c.schedule, c.warmup_epochs * self.epoch_steps)
         for g in self.opt.param_groups: g["lr"] = lr
     with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
         out = self.step_fn(Batch(views, idx, raw), head)
@@ -443,24 +465,23 @@ class NonFiniteLoss(RuntimeError):
 @patch
 def train_epoch(self:Trainer, bar=None) -> dict:
     "One pass over the training images per head; the mean of every loss term (one host synchronisation per epoch)."
-    c, sums, n = self.cfg, {}, 0
+    c, sums, counts = self.cfg, {}, {}
     self.method.train()
-    for hi, head in enumerate(self.method.train_heads):
+    for hi, (head, x) in enumerate(self.passes):
         seed_everything(c.seed, self.epoch, hi)
-        perm = torch.randperm(len(self.x), device=self.x.device)    # the same permutation on every process
+        perm = torch.randperm(len(x), device=x.device)    # the same permutation on every process
         self.seed_views(hi)
-        batches = self.batches(perm)
+        batches = self.batches(perm, x)
         for idx, xb in batches:
             out = self.train_step(idx, xb, head)
             for k, v in out.items():
                 key = k if head == "main" else f"{head}/{k}"
-                sums[key] = sums.get(key, 0) + v.detach().float()
-            n += head == "main"
+                sums[key] = sums.get(key, 0) + v.detach().float(); counts[key] = counts.get(key, 0) + 1
             if bar is not None: bar.update(1)
             if c.max_steps and self.global_step >= c.max_steps: break
         batches.close()
         if c.max_steps and self.global_step >= c.max_steps: break
-    stats = {k: float(v) / max(n, 1) for k, v in sums.items()}
+    stats = {k: float(v) / counts[k] for k, v in sums.items()}
     bad = [k for k, v in stats.items() if not math.isfinite(v)]
     if bad: raise NonFiniteLoss(f"non-finite {bad} in epoch {self.epoch + 1} (step {self.global_step}); the last good "
                                 f"checkpoint is kept in {self.out_dir}. Try a lower lr or another seed.")
@@ -672,8 +693,11 @@ def host_batches(x:torch.Tensor, # uint8 images (N, C, H, W) in host memory
 @patch
 def place_data(self:Trainer, x:torch.Tensor):
     "Put the uint8 training images `x` on the device, or leave them in host memory for `host_batches`."
-    self.data_on_device = use_data_on_device(self.cfg.data_on_device, x, self.device)
-    self.x = x.to(self.device) if self.data_on_device else x
+    extra = self.data.extra.x if self.cfg.unlabeled else None
+    self.data_on_device = use_data_on_device(self.cfg.data_on_device, x if extra is None else torch.cat([x, extra]), self.device)
+    put = lambda t: t.to(self.device) if self.data_on_device else t
+    self.x = put(x)
+    self.x_unlabeled = None if extra is None else put(extra)
 
 # %% ../nbs/07_train.ipynb #39d9e788
 def plot_history(history:list, title:str=""):

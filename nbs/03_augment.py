@@ -8,7 +8,7 @@
 
 # %% [markdown]
 # # Augmentation
-# > Two views of every image, with parameters drawn independently per image, computed for the whole batch at once in plain PyTorch (CPU or GPU).
+# > Two strongly augmented views of every image, each drawn with its own random parameters: what the views are, the recipes, and the `BatchAugment` module that makes them for a whole batch at once (CPU or GPU).
 
 # %%
 #| default_exp augment
@@ -21,467 +21,77 @@ from fastcore.test import test_eq, test_close, test_fail
 # %%
 #| export
 from __future__ import annotations
-import math
-from dataclasses import dataclass, asdict, replace
+from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 # %% [markdown]
-# Contrastive clustering learns what stays the same when an image is cropped, flipped, recoloured and blurred. The two
-# views of an image must be drawn with *different* random parameters, and every image of the batch with its own.
-# A per-image PIL pipeline in DataLoader workers does this, slowly; `torchvision.transforms.v2` applied to a batch
-# draws **one** parameter set for the whole batch, which would give every image the same crop. So we write the
-# SimCLR family of transforms as batched tensor operations whose parameters are tensors with one row per image.
+# ## Two views of every image
+# Every method of this course learns from *pairs*: two random views $x^a = t_a(x)$ and $x^b = t_b(x)$ of the same
+# image $x$, with $t_a, t_b$ drawn independently from a family of transformations $\mathcal T$. The instance-level
+# loss asks the network to recognise that $x^a$ and $x^b$ come from one image among all the images of the batch; the
+# cluster-level loss asks that both views land in the same cluster. What the network learns to keep is what the views
+# share, and what it learns to ignore is what $\mathcal T$ changes. The augmentation is therefore the definition of
+# "the same": it decides which clusters are possible.
 #
-# Images enter as `uint8` tensors `(B, C, H, W)` (see `data`) and leave as normalised `float32` views `(B, C, S, S)`.
-# The random parameters are small tensors drawn on the host; `to_device` sends them to the GPU asynchronously, so the
-# host never waits for the GPU while it prepares the next batch.
-
-# %%
-#| export
-def to_float(x:torch.Tensor) -> torch.Tensor:
-    "uint8 images in [0, 255] → float images in [0, 1]."
-    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-
-def to_device(t:torch.Tensor, device) -> torch.Tensor:
-    "Copy a small host tensor to `device` without blocking the host (through pinned memory on CUDA)."
-    device = torch.device(device)
-    if t.device == device: return t
-    if device.type == "cuda" and t.device.type == "cpu": t = t.pin_memory()
-    return t.to(device, non_blocking=device.type == "cuda")
-
-# %% [markdown]
-# ## RandomResizedCrop and flip as two matrix products
-# torchvision's `RandomResizedCrop(scale, ratio)` picks an area fraction $s\sim U(\text{scale})$ and a log-uniform
-# aspect ratio $r$, giving a box $w=\sqrt{sAr}$, $h=\sqrt{sA/r}$ at a uniform position; it tries 10 times to fit the
-# box in the image and falls back to a centre crop. We draw the 10 tries for all images at once and keep each
-# image's first valid one.
-
-# %%
-#| export
-def random_resized_crop_params(n:int, # number of images
-                               height:int, width:int, # image size
-                               scale=(0.08, 1.0), # range of the crop's area fraction
-                               ratio=(3 / 4, 4 / 3), # range of the crop's aspect ratio (log-uniform)
-                               device=None, generator=None,
-                              ) -> torch.Tensor: # boxes (n, 4) as integer (top, left, h, w)
-    "torchvision's RandomResizedCrop box sampling, vectorised over `n` images."
-    area = height * width
-    s = torch.empty(n, 10, device=device).uniform_(*scale, generator=generator) * area
-    logr = torch.empty(n, 10, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
-    r = logr.exp()
-    w, h = (s * r).sqrt().round(), (s / r).sqrt().round()
-    ok = (w > 0) & (h > 0) & (w <= width) & (h <= height)
-    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1, device=device))
-    # fallback: the central crop at the clamped aspect ratio, as torchvision does
-    in_ratio = width / height
-    fw, fh = (width, height) if ratio[0] <= in_ratio <= ratio[1] else \
-             ((width, round(width / min(ratio))) if in_ratio < min(ratio) else (round(height * max(ratio)), height))
-    idx = first.clamp(min=0)[:, None]
-    w = torch.where(first >= 0, w.gather(1, idx)[:, 0], torch.full((n,), float(fw), device=device))
-    h = torch.where(first >= 0, h.gather(1, idx)[:, 0], torch.full((n,), float(fh), device=device))
-    top = (torch.rand(n, device=device, generator=generator) * (height - h + 1)).floor()
-    left = (torch.rand(n, device=device, generator=generator) * (width - w + 1)).floor()
-    top = torch.where(first >= 0, top, ((height - h) / 2).round()); left = torch.where(first >= 0, left, ((width - w) / 2).round())
-    return torch.stack([top, left, h, w], 1)
-
-# %%
-_b = random_resized_crop_params(1000, 32, 40)
-assert ((_b[:, 2] >= 1) & (_b[:, 3] >= 1)).all() and (_b[:, 0] + _b[:, 2] <= 32).all() and (_b[:, 1] + _b[:, 3] <= 40).all()
-_frac = (_b[:, 2] * _b[:, 3] / (32 * 40))
-assert 0.3 < _frac.mean() < 0.7 and _frac.min() < 0.15   # spread over the (0.08, 1) range
-test_eq(random_resized_crop_params(5, 10, 10, scale=(1, 1), ratio=(1, 1)), torch.tensor([[0., 0, 10, 10]] * 5))
-
-# %% [markdown]
-# torchvision resizes a crop with bilinear interpolation (`align_corners=False`, no antialiasing on the
-# `antialias=False` path): output pixel $j$ reads the crop at $y_j=\max\big(0,\ (j+\tfrac12)\,h/S-\tfrac12\big)$, that
-# is pixels $i_j=\lfloor y_j\rfloor$ and $\min(i_j+1,\ h-1)$ with weights $1-\lambda_j$ and $\lambda_j=y_j-i_j$. Along
-# one axis this is a matrix $A\in\mathbb R^{S\times H}$ with two non-zeros per row, and resizing the crop of image $X$
-# is the product
+# The views must be *strong*. If both views keep the image's colours, the easiest way to tell one image from the
+# others is its colour histogram, and the clusters become colour clusters; if both keep the whole frame, the exact
+# position of a few pixels suffices. Each transformation of the SimCLR family removes one such shortcut:
 #
-# $$Y = A_y\,X\,A_x^\top .$$
+# - **random resized crop** (8 %–100 % of the area, aspect ratio 3/4–4/3, resized back to $S\times S$): a view may
+#   show a part of the object or the whole, so the network has to relate parts to wholes and scales to scales;
+# - **horizontal flip** (p = ½): a mirrored cat is still a cat, so left and right carry no identity;
+# - **colour jitter** (brightness, contrast, saturation and hue, in a random order, p = 0.8): the colour histogram
+#   stops identifying the image;
+# - **grayscale** (p = 0.2): sometimes there is no colour at all, only shape and texture;
+# - **Gaussian blur** (σ ∈ [0.1, 2], p = ½, on the larger images): fine texture stops identifying the image.
 #
-# We build $A_y$ and $A_x$ for every image (a flip reverses the rows of $A_x$), and two batched matrix products
-# resample the whole batch. The weights are computed with the same float32 operations as PyTorch's own bilinear
-# resize; on random 32 px and 96 px images the result stayed within $2\cdot10^{-6}$ of torchvision's in our runs.
-# (Resampling with `grid_sample` would be a single call too, but it takes positions normalised to $[-1, 1]$; the
-# float32 rounding of those positions moved samples enough to differ by $9\cdot10^{-6}$ on 96 px images.)
+# Every image of a batch gets its own crop, flip, jitter factors and order, grayscale coin and σ, and the two views
+# of an image get independent draws. `BatchAugment` draws all of them for a batch as small tensors and applies them
+# to the whole batch at once. How each transformation is computed in batch form — crop and flip as two matrix
+# products, hue without HSV, one blur kernel per image — and each one's check against torchvision is the subject of
+# the appendix `A1_augment_kernels`; this chapter uses those kernels through the names below, which
+# `deepcluster_nb.augment` re-exports.
 
 # %%
 #| export
-def _axis_weights(start, length, size, full):
-    "Bilinear resize matrices (B, size, full): row j holds the weights with which output pixel j reads the axis."
-    j = torch.arange(size, device=start.device, dtype=torch.float32)
-    pos = ((j[None] + 0.5) * (length[:, None] / size) - 0.5).clamp_(min=0)   # y_j, in crop coordinates
-    i0 = pos.floor()
-    lam = pos - i0                                                            # λ_j
-    i1 = torch.minimum(i0 + 1, length[:, None] - 1)
-    A = torch.zeros(start.shape[0], size, full, device=start.device)
-    A.scatter_add_(2, (i0 + start[:, None]).long()[..., None], (1 - lam)[..., None])
-    return A.scatter_add_(2, (i1 + start[:, None]).long()[..., None], lam[..., None])
-
-def resized_crop(x:torch.Tensor, # float images (B, C, H, W)
-                 boxes:torch.Tensor, # (B, 4) integer-valued (top, left, h, w)
-                 size:int, # output side S
-                 flip:torch.Tensor|None=None, # (B,) bool: mirror horizontally
-                ) -> torch.Tensor: # (B, C, S, S)
-    "Crop each image to its own box, resize it to `size`×`size` bilinearly and optionally flip it: Y = A_y X A_x^T per image."
-    B, C, H, W = x.shape
-    boxes = to_device(boxes.float(), x.device)
-    A_y = _axis_weights(boxes[:, 0], boxes[:, 2], size, H)
-    A_x = _axis_weights(boxes[:, 1], boxes[:, 3], size, W)
-    if flip is not None: A_x = torch.where(to_device(flip, x.device)[:, None, None], A_x.flip(1), A_x)
-    return A_y[:, None].to(x.dtype) @ (x @ A_x.transpose(1, 2)[:, None].to(x.dtype))
+from deepcluster_nb.augment_kernels import (
+    to_float, to_device, _draw_device,                                        # uint8 → float; host → device
+    random_resized_crop_params, _axis_weights, resized_crop,                  # crop and flip
+    GRAY_WEIGHTS, _gray, _col, adjust_brightness, adjust_contrast, adjust_saturation,   # colour blends
+    rgb_to_hsv, hsv_to_rgb, adjust_hue_hsv, adjust_hue,                       # hue
+    JITTER_OPS, JITTER_IDENTITY, color_jitter_params, apply_color_jitter, color_jitter,
+    apply_grayscale, random_grayscale, gaussian_blur, random_affine)
 
 # %% [markdown]
-# Each row of $A$ holds at most two weights, which sum to one; then the check against torchvision's functional ops
-# with the same parameters, image by image:
+# They belong to this module's public names too, so `from deepcluster_nb.augment import *` brings them along:
 
 # %%
-import torchvision.transforms.v2.functional as TF
-_A = _axis_weights(torch.tensor([0., 3.]), torch.tensor([5., 4.]), 7, 8)
-test_close(_A.sum(-1), torch.ones(2, 7)); assert (_A > 0).sum(-1).max() <= 2 and _A[1, :, :3].abs().sum() == 0
-for _h, _w, _S in [(20, 24, 16), (32, 32, 224), (96, 96, 64)]:
-    _x = torch.rand(6, 3, _h, _w)
-    _boxes = random_resized_crop_params(6, _h, _w)
-    _flip = torch.tensor([True, False] * 3)
-    _ours = resized_crop(_x, _boxes, _S, _flip)
-    for i in range(6):
-        t, l, h, w = _boxes[i].int().tolist()
-        ref = TF.resized_crop(_x[i], t, l, h, w, [_S, _S], antialias=False)
-        ref = TF.horizontal_flip(ref) if _flip[i] else ref
-        test_close(_ours[i], ref, eps=1e-5)
-test_close(resized_crop(_x, torch.tensor([[0., 0, 96, 96]] * 6), 96), _x, eps=1e-6)   # the full box at full size is the identity
+#| export
+_all_ = ["to_float", "to_device", "random_resized_crop_params", "resized_crop", "GRAY_WEIGHTS", "adjust_brightness",
+         "adjust_contrast", "adjust_saturation", "rgb_to_hsv", "hsv_to_rgb", "adjust_hue_hsv", "adjust_hue",
+         "JITTER_OPS", "JITTER_IDENTITY", "color_jitter_params", "apply_color_jitter", "color_jitter", "apply_grayscale",
+         "random_grayscale", "gaussian_blur", "random_affine"]
 
 # %% [markdown]
-# ## Colour: ColorJitter and Grayscale
-# `ColorJitter(b, c, s, h)` draws a brightness factor in $[1-b, 1+b]$, a contrast factor in $[1-c, 1+c]$, a
-# saturation factor in $[1-s, 1+s]$ and a hue shift in $[-h, h]$, and applies the four in a random order. The first
-# three are blends with a reference image $R$, clamped to $[0,1]$:
+# ## Digits are different
+# The small grey digit datasets (scikit-learn's 8×8 digits, MNIST, USPS) need another family. An 8 % crop of an 8×8
+# image is two or three pixels; there is one channel, so colour jitter and grayscale have nothing to act on; and a
+# horizontal flip does not preserve a digit: a mirrored 2, 3, 4, 7 or 9 is no digit at all, and the network would be
+# asked to put it with the originals. The digits variant therefore keeps the whole image and moves it a little:
 #
-# $$x' = \operatorname{clamp}\big(f\,x + (1-f)\,R,\ 0,\ 1\big),$$
+# - a **small affine warp** per image — rotation within ±20°, scaling by 0.8–1.2, translation by up to 15 % of the
+#   side — the variation of handwriting itself;
+# - **Gaussian pixel noise** (σ = 0.05 on the $[0, 1]$ scale), so that exact pixel values identify nothing.
 #
-# with $R=0$ (black) for brightness, $R=\bar G$ (the mean grey level of the image) for contrast and $R=G$ (the grey
-# image, $G = 0.2989\,r + 0.587\,g + 0.114\,b$) for saturation. We write the blend as one fused multiply-add,
-# `addcmul((1 - f) R, x, f)`, one pass over the pixels.
-
-# %%
-#| export
-GRAY_WEIGHTS = (0.2989, 0.587, 0.114)   # ITU-R 601 luma weights of r, g, b, as torchvision uses
-
-def _gray(x):
-    "Grey image (B, 1, H, W) of RGB images; one-channel images are returned as they are."
-    if x.shape[1] != 3: return x
-    r, g, b = x.unbind(1)
-    return (r * GRAY_WEIGHTS[0]).add_(g, alpha=GRAY_WEIGHTS[1]).add_(b, alpha=GRAY_WEIGHTS[2]).unsqueeze(1)
-
-def _col(f, x): return f.to(x.device, x.dtype).view(-1, 1, 1, 1)
-
-def adjust_brightness(x, f): "Per-image brightness; `f` (B,)."; return (x * _col(f, x)).clamp_(0, 1)
-
-def adjust_contrast(x, f):
-    "Per-image contrast; `f` (B,)."
-    f = _col(f, x)
-    return torch.addcmul(_gray(x).mean((1, 2, 3), keepdim=True) * (1 - f), x, f).clamp_(0, 1)
-
-def adjust_saturation(x, f):
-    "Per-image saturation; `f` (B,)."
-    if x.shape[1] != 3: return x
-    f = _col(f, x)
-    return torch.addcmul(_gray(x).mul_(1 - f), x, f).clamp_(0, 1)
-
-# %% [markdown]
-# Each against torchvision's functional op, image by image, with a different factor per image:
-
-# %%
-_x = torch.rand(6, 3, 9, 9)
-_f = torch.tensor([0.2, 0.6, 1.0, 1.3, 1.8, 0.9])
-for _ours, _tv in [(adjust_brightness, TF.adjust_brightness), (adjust_contrast, TF.adjust_contrast),
-                   (adjust_saturation, TF.adjust_saturation)]:
-    _y = _ours(_x, _f)
-    for _i in range(6): test_close(_y[_i], _tv(_x[_i], float(_f[_i])), eps=1e-5)
-test_eq(adjust_saturation(_x[:, :1], _f), _x[:, :1])   # grey images have no saturation to change
-
-# %% [markdown]
-# ### Hue
-# Hue needs RGB → HSV → RGB. With $M=\max(r,g,b)$, $m=\min$, $\Delta=M-m$: $V=M$, $S=\Delta/M$, and $H$ is the
-# position on the colour hexagon, $\tfrac16\cdot\big((g-b)/\Delta \bmod 6\big)$ when red is the maximum,
-# $\tfrac16\big((b-r)/\Delta+2\big)$ for green, $\tfrac16\big((r-g)/\Delta+4\big)$ for blue. Back to RGB, each channel
-# $n\in\{5,3,1\}$ is $V - VS\max(0,\min(k,4-k,1))$ with $k=(n+6H) \bmod 6$. First the readable version, one
-# function per direction:
-
-# %%
-#| export
-def rgb_to_hsv(x:torch.Tensor) -> torch.Tensor:
-    "RGB in [0,1] (B, 3, H, W) → HSV with every channel in [0,1]."
-    r, g, b = x.unbind(1)
-    maxc, _ = x.max(1); minc, _ = x.min(1)
-    delta = maxc - minc
-    s = torch.where(maxc > 0, delta / maxc.clamp(min=1e-12), torch.zeros_like(maxc))
-    d = torch.where(delta > 0, delta, torch.ones_like(delta))
-    h = torch.where(maxc == r, ((g - b) / d) % 6, torch.where(maxc == g, (b - r) / d + 2, (r - g) / d + 4))
-    h = torch.where(delta > 0, h / 6, torch.zeros_like(h)) % 1.0
-    return torch.stack([h, s, maxc], 1)
-
-def hsv_to_rgb(x:torch.Tensor) -> torch.Tensor:
-    "HSV in [0,1] (B, 3, H, W) → RGB in [0,1]."
-    h, s, v = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    k = (torch.arange(5, 0, -2, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) + 6 * h) % 6
-    return v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)
-
-def adjust_hue_hsv(x, f):
-    "Hue shift by `f` (B,) turns through the HSV round trip (readable, slow)."
-    hsv = rgb_to_hsv(x)
-    return hsv_to_rgb(torch.cat([(hsv[:, :1] + f.view(-1, 1, 1, 1)) % 1.0, hsv[:, 1:]], 1))
-
-# %%
-_x = torch.rand(4, 3, 9, 9)
-test_close(hsv_to_rgb(rgb_to_hsv(_x)), _x, eps=1e-5)
-_f = torch.tensor([0.3, -0.2, 0.0, 0.5])
-for _i in range(4): test_close(adjust_hue_hsv(_x, _f)[_i], TF.adjust_hue(_x[_i], float(_f[_i])), eps=1e-5)
-
-# %% [markdown]
-# That is some thirty passes over the pixels, several of them through `torch.where`, which is slow on CPU. Two
-# observations shorten it. The hue shift keeps $V=M$ and $VS=\Delta$, so neither $S$ nor the HSV tensor is needed:
-# the output channel $n$ is $M - \Delta\,T(k_n)$ with the trapezoid $T(k)=\operatorname{clamp}(\min(k, 4-k), 0, 1)$.
-# And the three cases of the hexagon can be blended with 0/1 masks instead of nested `where`s (the masks give red
-# priority over green over blue at ties, as the `where` chain does). Writing $u = (H' + (n+1)/6) \bmod 1$ for the
-# shifted hue $H'$ in turns, $T(k_n) = \operatorname{clamp}(2 - 6\,|u - \tfrac12|, 0, 1)$: the trapezoid is a clamped
-# triangle centred half a turn away.
-
-# %%
-#| export
-def adjust_hue(x:torch.Tensor, # RGB images (B, 3, H, W) in [0, 1]
-               f:torch.Tensor, # (B,) hue shifts in turns of the colour wheel, in [-0.5, 0.5]
-              ) -> torch.Tensor:
-    "Per-image hue shift, computed without forming the HSV image."
-    if x.shape[1] != 3: return x
-    r, g, b = x.unbind(1)
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    delta = maxc - torch.minimum(torch.minimum(r, g), b)                      # Δ = V·S
-    m_r = (r == maxc).to(x.dtype); m_g = (g == maxc).to(x.dtype).mul_(1 - m_r); m_b = 1 - m_r - m_g
-    # 6H·Δ, one hexagon case per pixel
-    num = m_r * (g - b) + m_g * (b - r + 2 * delta) + m_b * (r - g + 4 * delta)
-    h = num.div_(delta.clamp(min=1e-12)).add_(6 * f.to(x.device, x.dtype).view(-1, 1, 1)).div_(6)   # H' in turns, not yet wrapped
-    out = torch.empty_like(x)
-    for c, n in enumerate((5, 3, 1)):
-        u = h + (n + 1) / 6
-        u = u.sub_(u.floor()).sub_(0.5).abs_()                               # |u − 1/2| with u wrapped to [0, 1)
-        torch.addcmul(maxc, delta, torch.rsub(u, 2, alpha=6).clamp_(0, 1), value=-1, out=out[:, c])
-    return out
-
-# %%
-_x = torch.rand(64, 3, 9, 9); _x[:4] = _x[:4].mean(1, keepdim=True)   # a few grey images: no hue to turn
-_x[4, 0] = _x[4, 1]; _x[5, 1] = _x[5, 2]                             # ties for the maximum
-_f = torch.rand(64) - 0.5; _f[:2] = torch.tensor([0.5, -0.5])
-test_close(adjust_hue(_x, _f), adjust_hue_hsv(_x, _f), eps=1e-5)
-for _i in range(64): test_close(adjust_hue(_x, _f)[_i], TF.adjust_hue(_x[_i], float(_f[_i])), eps=1e-5)
-test_close(adjust_hue(_x[:4], _f[:4]), _x[:4], eps=1e-6)
-
-# %% [markdown]
-# A rough timing of the two on 256 CIFAR-sized images, on one CPU thread (one measurement, so only the order of
-# magnitude counts):
-
-# %%
-import time
-def _ms(f, *a, n=3):
-    "Milliseconds per call of `f(*a)` on one CPU thread, after one warm-up call."
-    threads = torch.get_num_threads(); torch.set_num_threads(1)
-    try:
-        f(*a); t = time.perf_counter()
-        for _ in range(n): f(*a)
-        return (time.perf_counter() - t) / n * 1e3
-    finally: torch.set_num_threads(threads)
-_x, _f = torch.rand(256, 3, 32, 32), torch.rand(256) - 0.5
-print(f"HSV round trip {_ms(adjust_hue_hsv, _x, _f):.1f} ms   fused {_ms(adjust_hue, _x, _f):.1f} ms")
-
-# %% [markdown]
-# ### The jitter, with a random order per image
-# Every image gets its own factors *and its own order* of the four operations. Applying all four operations to the
-# whole batch at each of the four steps (identity factor for the images that do something else at that step) is
-# simple but does 16 passes of work for 4. Instead, at step $t$ the images whose order names operation $k$ there
-# are gathered, transformed and scattered back (`index_select` / `index_copy_`), so each image pays for each
-# operation once.
-#
-# The parameters are drawn on the host, not on the device. Which images form a group is then known without asking
-# the GPU (a `.nonzero()` or `.any()` on a GPU tensor would stall the host until the GPU catches up), and the group
-# indices travel to the device in one asynchronous copy from pinned memory. Images that are not jittered, or whose
-# factor is the identity, are left out of the groups.
-
-# %%
-#| export
-JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
-JITTER_IDENTITY = (1.0, 1.0, 1.0, 0.0)   # the factor that leaves an image unchanged, per operation
-
-def _draw_device(generator): return generator.device if generator is not None else torch.device("cpu")
-
-def color_jitter_params(n:int, # number of images
-                        brightness:float, contrast:float, saturation:float, hue:float, # jitter strengths, as in torchvision
-                        p:float=1.0, # probability that an image is jittered at all
-                        generator=None, # torch.Generator (CPU by default)
-                       ) -> dict: # host tensors: factors (n, 4), order (n, 4), apply (n,)
-    "Draw ColorJitter parameters for `n` images: four factors, a random order of the four operations, and whether to jitter."
-    dev = _draw_device(generator)
-    u = lambda lo, hi: torch.empty(n, device=dev).uniform_(lo, hi, generator=generator)
-    apply = torch.rand(n, device=dev, generator=generator) < p
-    factors = torch.stack([u(max(0, 1 - brightness), 1 + brightness), u(max(0, 1 - contrast), 1 + contrast),
-                           u(max(0, 1 - saturation), 1 + saturation), u(-hue, hue)], 1)
-    order = torch.rand(n, 4, device=dev, generator=generator).argsort(1)   # a random permutation per image
-    return dict(factors=factors.cpu(), order=order.cpu(), apply=apply.cpu())
-
-def apply_color_jitter(x:torch.Tensor, # float images (B, C, H, W) in [0, 1]
-                       factors:torch.Tensor, # (B, 4) brightness, contrast, saturation factors and hue shift
-                       order:torch.Tensor, # (B, 4) each row a permutation of 0..3: the operations in the order applied
-                       apply:torch.Tensor, # (B,) bool: jitter this image at all
-                       inplace:bool=False, # overwrite `x`
-                      ) -> torch.Tensor:
-    "Apply per-image ColorJitter parameters: each image its factors, in its order; one gather/op/scatter per (step, operation)."
-    factors, order, apply = factors.cpu(), order.cpu(), apply.cpu().bool()
-    groups = [(k, apply & (order[:, t] == k) & (factors[:, k] != JITTER_IDENTITY[k])) for t in range(4) for k in range(4)]
-    idx = [m.nonzero().flatten() for _, m in groups]
-    if sum(len(i) for i in idx) == 0: return x
-    ends = torch.tensor([len(i) for i in idx]).cumsum(0).tolist()
-    idx_all = torch.cat(idx)
-    fac_all = torch.cat([factors[i, k] for (k, _), i in zip(groups, idx)])
-    idx_d, fac_d = to_device(idx_all, x.device), to_device(fac_all, x.device)
-    if not inplace: x = x.clone()
-    start = 0
-    for (k, _), end in zip(groups, ends):
-        if end > start:
-            if end - start == len(x): x = JITTER_OPS[k](x, fac_d[start:end])   # the whole batch: no gather
-            else:
-                i = idx_d[start:end]
-                x.index_copy_(0, i, JITTER_OPS[k](x.index_select(0, i), fac_d[start:end]))
-        start = end
-    return x
-
-def color_jitter(x:torch.Tensor, # float images (B, C, H, W) in [0, 1]
-                 brightness:float, contrast:float, saturation:float, hue:float, # jitter strengths, as in torchvision
-                 p:float=1.0, # probability that an image is jittered at all
-                 generator=None,
-                ) -> torch.Tensor:
-    "ColorJitter with per-image factors and a per-image random order of the four operations, applied with probability `p`."
-    return apply_color_jitter(x, **color_jitter_params(x.shape[0], brightness, contrast, saturation, hue, p, generator))
-
-# %%
-show_doc(apply_color_jitter)
-
-# %% [markdown]
-# The reference is a loop over images that applies torchvision's functional ops in each image's order; the batched
-# version must agree image by image. A single operation agrees to about $10^{-6}$ (checked above at $10^{-5}$); along
-# a chain of four, later factors of up to 1.8 magnify the earlier float32 rounding differences, so chains are compared
-# at $2\cdot10^{-5}$.
-
-# %%
-_x = torch.rand(32, 3, 10, 10)
-_p = color_jitter_params(32, 0.8, 0.8, 0.8, 0.2, p=0.8, generator=torch.Generator().manual_seed(0))
-_tv_ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
-def jitter_loop(x, factors, order, apply):
-    "Per-image reference: torchvision's ops in each image's own order."
-    out = []
-    for i in range(len(x)):
-        y = x[i]
-        if apply[i]:
-            for k in order[i].tolist(): y = _tv_ops[k](y, float(factors[i, k]))
-        out.append(y)
-    return torch.stack(out)
-test_close(apply_color_jitter(_x, **_p), jitter_loop(_x, **_p), eps=2e-5)
-assert len(set(map(tuple, _p["order"].tolist()))) > 5, "orders differ between images"
-
-# %% [markdown]
-# Identity factors leave an image untouched, `p=0` switches the jitter off, and the input is not modified:
-
-# %%
-_x = torch.rand(5, 3, 8, 8); _x0 = _x.clone()
-test_eq(color_jitter(_x, 0.4, 0.4, 0.4, 0.1, p=0.0), _x)
-test_eq(color_jitter(_x, 0.0, 0.0, 0.0, 0.0), _x)
-assert not torch.allclose(color_jitter(_x, 0.8, 0.8, 0.8, 0.2), _x); test_eq(_x, _x0)
-
-# %% [markdown]
-# Grayscale replaces an RGB image by its grey image repeated three times, again only for the chosen images:
-
-# %%
-#| export
-def apply_grayscale(x:torch.Tensor, # float images (B, C, H, W)
-                    on:torch.Tensor, # (B,) bool, on the host: which images turn grey
-                    inplace:bool=False, # overwrite `x`
-                   ) -> torch.Tensor:
-    "Turn the chosen RGB images grey (kept as 3 channels)."
-    on = on.cpu().bool()
-    if x.shape[1] == 1 or not on.any(): return x
-    if not inplace: x = x.clone()
-    i = to_device(on.nonzero().flatten(), x.device)
-    return x.index_copy_(0, i, _gray(x.index_select(0, i)).expand(-1, x.shape[1], -1, -1))
-
-def random_grayscale(x, p:float, generator=None):
-    "Turn each RGB image grey (kept as 3 channels) with probability `p`."
-    if x.shape[1] == 1 or p <= 0: return x
-    return apply_grayscale(x, torch.rand(x.shape[0], device=_draw_device(generator), generator=generator) < p)
-
-# %%
-_x = torch.rand(6, 3, 8, 8)
-_on = torch.tensor([True, False, True, False, False, True])
-_y = apply_grayscale(_x, _on)
-for _i in range(6): test_close(_y[_i], TF.rgb_to_grayscale(_x[_i], 3) if _on[_i] else _x[_i], eps=1e-6)
-test_eq(random_grayscale(_x, 0.0), _x)
-
-# %% [markdown]
-# ## Gaussian blur with a per-image σ
-# A separable blur is two 1-D convolutions. Giving every image its own kernel is a grouped convolution with one
-# group per (image, channel). torchvision pads by reflection, and so do we; an image that is not blurred gets the
-# delta kernel.
-
-# %%
-#| export
-def gaussian_blur(x:torch.Tensor, # float images (B, C, H, W)
-                  kernel_size:int, # odd kernel side
-                  sigma:torch.Tensor, # (B,) standard deviations; 0 means no blur
-                 ) -> torch.Tensor:
-    "Gaussian blur with one σ per image, as a grouped separable convolution with reflection padding."
-    B, C, H, W = x.shape
-    k = min(kernel_size, 2 * ((min(H, W) - 1) // 2) + 1)   # reflection padding needs the kernel to fit the image
-    half = (k - 1) / 2
-    t = torch.linspace(-half, half, k, device=x.device)
-    s = sigma.clamp(min=1e-6).view(B, 1)
-    ker = torch.exp(-0.5 * (t[None] / s) ** 2); ker = ker / ker.sum(1, keepdim=True)
-    ker = torch.where((sigma > 0).view(B, 1), ker, (t[None] == 0).float())
-    ker = ker[:, None].expand(B, C, k).reshape(B * C, k).to(x.dtype)   # (B*C, k)
-    y = F.pad(x.reshape(1, B * C, H, W), (k // 2, k // 2, k // 2, k // 2), mode="reflect")
-    y = F.conv2d(y, ker.view(B * C, 1, k, 1), groups=B * C)
-    y = F.conv2d(y, ker.view(B * C, 1, 1, k), groups=B * C)
-    return y.view(B, C, H, W)
-
-# %%
-_x = torch.rand(3, 3, 30, 30)
-_sig = torch.tensor([0.5, 1.7, 0.0])
-_y = gaussian_blur(_x, 23, _sig)
-for _i in range(2): test_close(_y[_i], TF.gaussian_blur(_x[_i], [23, 23], [float(_sig[_i])] * 2), eps=1e-5)
-test_close(_y[2], _x[2])
-
-# %% [markdown]
-# ## Small affine warps for digits
-# Crops and colour mean little for 8×8 grey digits. Their variant is a small random rotation, scaling and
-# translation (one affine grid per image) plus Gaussian pixel noise.
-
-# %%
-#| export
-def random_affine(x:torch.Tensor, degrees:float=20., scale=(0.8, 1.2), translate:float=0.15, generator=None):
-    "Per-image random rotation (±`degrees`), isotropic scaling and translation (fraction of the side)."
-    B, dev = x.shape[0], x.device
-    u = lambda lo, hi: torch.empty(B, device=dev).uniform_(lo, hi, generator=generator)
-    a, s = u(-degrees, degrees) * math.pi / 180, u(*scale)
-    tx, ty = u(-translate, translate) * 2, u(-translate, translate) * 2
-    cos, sin = a.cos() / s, a.sin() / s
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+# It never flips, crops or recolours: the digits branch of `BatchAugment.forward` reads only the size, the affine
+# ranges and the noise from its recipe (the crop, flip and colour fields of a digits `AugmentConfig` keep their
+# defaults and are not used).
 
 # %% [markdown]
 # ## The recipes
-# A recipe is a small dataclass; `CC_RECIPE` gives CC's (Li et al.): RandomResizedCrop(scale 0.08–1), flip,
-# ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with p = 0.8, Grayscale p = 0.2, with s = 0.5 on CIFAR and Tiny-ImageNet and
-# s = 1.0 on STL-10 and the ImageNet subsets, plus GaussianBlur (kernel 23, σ ∈ [0.1, 2], p = 0.5) on
-# ImageNet-10/Dogs. Other methods state their own.
+# A recipe is a small dataclass with the parameters of one family; its defaults are CC's CIFAR recipe.
 
 # %%
 #| export
@@ -503,7 +113,27 @@ class AugmentConfig:
     translate: float = 0.15       # digits: translation, fraction of the side
     noise: float = 0.05           # digits: std of additive Gaussian noise
 
-def cc_recipe(dataset:str, size:int) -> AugmentConfig:
+# %%
+show_doc(AugmentConfig)
+
+# %%
+_c = AugmentConfig()
+test_eq((_c.kind, _c.size, _c.crop_scale, _c.hflip), ("simclr", 32, (0.08, 1.0), True))
+test_eq((_c.jitter, _c.jitter_p, _c.gray_p, _c.blur_p), ((0.4, 0.4, 0.4, 0.1), 0.8, 0.2, 0.0))
+test_eq(AugmentConfig(size=96, blur_p=0.5).blur_p, 0.5)
+
+# %% [markdown]
+# `cc_recipe` gives CC's (Li et al.) recipe for a benchmark: RandomResizedCrop(scale 0.08–1), flip,
+# ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with p = 0.8 and Grayscale with p = 0.2, with strength s = 0.5 on CIFAR and
+# Tiny-ImageNet and s = 1.0 on STL-10 and the ImageNet subsets, plus GaussianBlur (kernel 23, σ ∈ [0.1, 2], p = 0.5)
+# on ImageNet-10 and ImageNet-Dogs; the digits variant for the digit datasets. Other methods state their own recipes
+# in their settings tables.
+
+# %%
+#| export
+def cc_recipe(dataset:str, # a dataset key: "cifar10", "stl10", "imagenet10", "digits", ...
+              size:int, # output side S
+             ) -> AugmentConfig:
     "CC's augmentation for a benchmark (the digits variant for the small grey digit datasets)."
     if dataset in ("digits", "mnist", "usps"): return AugmentConfig(kind="digits", size=size)
     s = 1.0 if dataset in ("stl10", "imagenet10", "imagenet_dogs") else 0.5
@@ -513,20 +143,31 @@ def cc_recipe(dataset:str, size:int) -> AugmentConfig:
 # %%
 test_eq(cc_recipe("stl10", 224).jitter, (0.8, 0.8, 0.8, 0.2))
 test_eq(cc_recipe("cifar10", 224).jitter, (0.4, 0.4, 0.4, 0.1)); test_eq(cc_recipe("imagenet10", 224).blur_p, 0.5)
+test_eq(cc_recipe("cifar100", 32), AugmentConfig(size=32))                   # CIFAR: the defaults
+test_eq([cc_recipe(d, 8).kind for d in ("digits", "mnist", "usps")], ["digits"] * 3)
+
+# %% [markdown]
+# The recipes side by side:
+
+# %%
+import pandas as pd
+from dataclasses import asdict
+
+# %%
+pd.DataFrame({d: asdict(cc_recipe(d, s)) for d, s in [("cifar10", 32), ("stl10", 96), ("imagenet10", 224), ("digits", 8)]})
 
 # %% [markdown]
 # ## The module
-# `BatchAugment` turns a uint8 batch into normalised float views. `sample_params` draws every random choice for a
-# batch on the host (crop boxes, flips, jitter factors and orders, grayscale, blur σ) and `apply` executes them on
-# the images' device; calling the module does both. Keeping the two apart lets a test replay exactly the same
-# parameters with torchvision, and keeps the host from ever waiting for the GPU. `eval_view` is the deterministic
-# counterpart used for evaluation and for the "raw" view some methods need: resize to `S` and normalise.
+# `BatchAugment` turns a uint8 batch `(B, C, H, W)` into normalised float views `(B, C, S, S)`. It holds the recipe
+# and the per-channel mean and standard deviation of the data set, which are not part of a checkpoint (they come
+# from the data).
 
 # %%
 #| export
 class BatchAugment(torch.nn.Module):
     "Batched, per-image random augmentation of uint8 images into normalised float views."
-    def __init__(self, cfg:AugmentConfig, mean, std):
+    def __init__(self, cfg:AugmentConfig, # the recipe
+                 mean, std): # per-channel mean and standard deviation of the data, for normalisation
         super().__init__()
         self.cfg = cfg
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
@@ -537,59 +178,96 @@ class BatchAugment(torch.nn.Module):
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         return torch.addcmul(-mean / std, x, 1 / std)
 
-    def eval_view(self, x:torch.Tensor) -> torch.Tensor:
-        "Resize to the training size (no randomness) and normalise."
-        x = to_float(x)
-        if x.shape[-1] != self.cfg.size or x.shape[-2] != self.cfg.size:
-            x = F.interpolate(x, size=(self.cfg.size, self.cfg.size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.cfg.size)
-        return self.normalize(x)
+# %%
+_aug = BatchAugment(AugmentConfig(size=24), mean=[0.5] * 3, std=[0.25] * 3)
+test_close(_aug.normalize(torch.full((1, 3, 2, 2), 0.75)), torch.ones(1, 3, 2, 2))
+test_eq(tuple(_aug.mean.shape), (1, 3, 1, 1)); test_eq(len(_aug.state_dict()), 0)   # nothing to save in a checkpoint
 
-    def sample_params(self, n:int, height:int, width:int, generator=None) -> dict:
-        "Every random choice of the SimCLR-family recipe for `n` images of `height`×`width`, as host tensors."
-        c, dev = self.cfg, _draw_device(generator)
-        rand = lambda: torch.rand(n, device=dev, generator=generator)
-        boxes = random_resized_crop_params(n, height, width, c.crop_scale, device=dev, generator=generator)
-        flip = rand() < (0.5 if c.hflip else 0.0)
-        jitter = color_jitter_params(n, *c.jitter, p=c.jitter_p, generator=generator)
-        gray = rand() < c.gray_p
-        sigma = torch.empty(n, device=dev).uniform_(*c.blur_sigma, generator=generator)
-        sigma = torch.where(rand() < c.blur_p, sigma, torch.zeros_like(sigma))
-        return dict(boxes=boxes.cpu(), flip=flip.cpu(), **{f"jitter_{k}": v for k, v in jitter.items()},
-                    gray=gray.cpu(), blur_sigma=sigma.cpu())
+# %% [markdown]
+# `eval_view` is the deterministic counterpart, used for evaluation and for the "raw" view some methods need: resize
+# to `S` (with antialiasing when shrinking) and normalise.
 
-    def apply(self, x:torch.Tensor, p:dict) -> torch.Tensor:
-        "Execute the parameters `p` of `sample_params` on the images `x` (uint8 or float, on any device)."
-        c = self.cfg
-        x = to_float(x)
-        bf = to_device(torch.cat([p["boxes"].float(), p["flip"].float()[:, None]], 1), x.device)   # one copy to the device
-        x = resized_crop(x, bf[:, :4], c.size, bf[:, 4] > 0)
-        x = apply_color_jitter(x, p["jitter_factors"], p["jitter_order"], p["jitter_apply"], inplace=True)
-        if x.shape[1] == 3: x = apply_grayscale(x, p["gray"], inplace=True)
-        blur = p["blur_sigma"] > 0
-        if blur.any():
-            i = to_device(blur.nonzero().flatten(), x.device)
-            x.index_copy_(0, i, gaussian_blur(x.index_select(0, i), c.blur_kernel, to_device(p["blur_sigma"][blur], x.device)))
-        return self.normalize(x)
+# %%
+#| export
+@patch
+def eval_view(self:BatchAugment, x:torch.Tensor) -> torch.Tensor:
+    "Resize to the training size (no randomness) and normalise."
+    x = to_float(x)
+    if x.shape[-1] != self.cfg.size or x.shape[-2] != self.cfg.size:
+        x = F.interpolate(x, size=(self.cfg.size, self.cfg.size), mode="bilinear", align_corners=False,
+                          antialias=x.shape[-1] > self.cfg.size)
+    return self.normalize(x)
 
-    @torch.no_grad()
-    def forward(self, x:torch.Tensor, generator=None) -> torch.Tensor:
-        c = self.cfg
-        if c.kind == "digits":
-            x = to_float(x)
-            if x.shape[-1] != c.size: x = F.interpolate(x, size=(c.size, c.size), mode="bilinear", align_corners=False)
-            x = random_affine(x, c.degrees, c.affine_scale, c.translate, generator)
-            x = (x + c.noise * torch.randn(x.shape, device=x.device, generator=generator)).clamp_(0, 1)
-            return self.normalize(x)
-        return self.apply(x, self.sample_params(x.shape[0], x.shape[-2], x.shape[-1], generator))
+# %%
+_x = (torch.rand(8, 3, 32, 32) * 255).to(torch.uint8)
+test_eq(tuple(_aug.eval_view(_x).shape), (8, 3, 24, 24))
+test_eq(_aug.eval_view(_x[..., :24, :24]), _aug.normalize(to_float(_x[..., :24, :24])))   # already at size: normalise only
+test_eq(_aug.eval_view(_x), _aug.eval_view(_x))                                             # no randomness
+
+# %% [markdown]
+# Random views come in two steps. `sample_params` draws every random choice for a batch on the host: the crop
+# boxes, the flips, the jitter factors, order and coin, the grayscale coin and the blur σ (0 for no blur). `apply`
+# executes them on the images' device. Keeping the two apart lets a test replay exactly the same parameters with
+# torchvision, and keeps the host from ever waiting for the GPU: which images are jittered, turned grey or blurred is
+# known on the host, and only a few small index tensors travel to the device.
+
+# %%
+#| export
+@patch
+def sample_params(self:BatchAugment, n:int, height:int, width:int, generator=None) -> dict:
+    "Every random choice of the SimCLR-family recipe for `n` images of `height`×`width`, as host tensors."
+    c, dev = self.cfg, _draw_device(generator)
+    rand = lambda: torch.rand(n, device=dev, generator=generator)
+    boxes = random_resized_crop_params(n, height, width, c.crop_scale, device=dev, generator=generator)
+    flip = rand() < (0.5 if c.hflip else 0.0)
+    jitter = color_jitter_params(n, *c.jitter, p=c.jitter_p, generator=generator)
+    gray = rand() < c.gray_p
+    sigma = torch.empty(n, device=dev).uniform_(*c.blur_sigma, generator=generator)
+    sigma = torch.where(rand() < c.blur_p, sigma, torch.zeros_like(sigma))
+    return dict(boxes=boxes.cpu(), flip=flip.cpu(), **{f"jitter_{k}": v for k, v in jitter.items()},
+                gray=gray.cpu(), blur_sigma=sigma.cpu())
 
 # %%
 show_doc(BatchAugment.sample_params)
+
+# %%
+_p = _aug.sample_params(8, 32, 32, torch.Generator().manual_seed(0))
+test_eq({k: tuple(v.shape) for k, v in _p.items()},
+        dict(boxes=(8, 4), flip=(8,), jitter_factors=(8, 4), jitter_order=(8, 4), jitter_apply=(8,), gray=(8,), blur_sigma=(8,)))
+assert all(v.device.type == "cpu" for v in _p.values())
+test_eq(_p["blur_sigma"], torch.zeros(8))                                      # this recipe never blurs
+assert not BatchAugment(AugmentConfig(hflip=False), [0.] * 3, [1.] * 3).sample_params(64, 32, 32)["flip"].any()
+
+# %%
+#| export
+@patch
+def apply(self:BatchAugment, x:torch.Tensor, p:dict) -> torch.Tensor:
+    "Execute the parameters `p` of `sample_params` on the images `x` (uint8 or float, on any device)."
+    c = self.cfg
+    x = to_float(x)
+    bf = to_device(torch.cat([p["boxes"].float(), p["flip"].float()[:, None]], 1), x.device)   # one copy to the device
+    x = resized_crop(x, bf[:, :4], c.size, bf[:, 4] > 0)
+    x = apply_color_jitter(x, p["jitter_factors"], p["jitter_order"], p["jitter_apply"], inplace=True)
+    if x.shape[1] == 3: x = apply_grayscale(x, p["gray"], inplace=True)
+    blur = p["blur_sigma"] > 0
+    if blur.any():
+        i = to_device(blur.nonzero().flatten(), x.device)
+        x.index_copy_(0, i, gaussian_blur(x.index_select(0, i), c.blur_kernel, to_device(p["blur_sigma"][blur], x.device)))
+    return self.normalize(x)
+
+# %%
 show_doc(BatchAugment.apply)
 
+# %%
+test_eq(tuple(_aug.apply(_x, _p).shape), (8, 3, 24, 24))
+test_eq(_aug.apply(_x, _p), _aug.apply(to_float(_x), _p))                     # uint8 or float in [0, 1]: the same views
+test_eq(_aug.apply(_x, _p), _aug.apply(_x, _p))                               # the parameters fix the views
+
 # %% [markdown]
-# The whole recipe replayed image by image with torchvision's functional ops and the same parameters (the blur is
-# switched on to cover it too):
+# ### The reference: the same parameters, image by image
+# The batched kernels are only worth having if they compute what torchvision computes. `replay_per_image` applies
+# the parameters drawn by `sample_params` with torchvision's functional ops, one image at a time, in the recipe's
+# order — slow and obviously right:
 
 # %%
 #| export
@@ -615,72 +293,117 @@ def replay_per_image(x:torch.Tensor, # (N, C, H, W) uint8 images
 # %%
 show_doc(replay_per_image)
 
+# %% [markdown]
+# The whole recipe, batched against replayed, with the strongest jitter and the blur switched on so that every
+# step is covered (the chains of float32 operations agree to $2\cdot10^{-5}$):
+
 # %%
 _cfg = AugmentConfig(size=20, jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5, blur_kernel=9)
-_aug = BatchAugment(_cfg, mean=[0.] * 3, std=[1.] * 3)
-_x = (torch.rand(24, 3, 28, 30) * 255).to(torch.uint8)
-_p = _aug.sample_params(24, 28, 30, torch.Generator().manual_seed(2))
-test_close(_aug.apply(_x, _p), replay_per_image(_x, _p, _cfg), eps=2e-5)
-assert _p["blur_sigma"].gt(0).any() and _p["blur_sigma"].eq(0).any() and _p["gray"].any() and _p["flip"].any()
+_aug_ref = BatchAugment(_cfg, mean=[0.] * 3, std=[1.] * 3)
+_xr = (torch.rand(24, 3, 28, 30) * 255).to(torch.uint8)
+_pr = _aug_ref.sample_params(24, 28, 30, torch.Generator().manual_seed(2))
+test_close(_aug_ref.apply(_xr, _pr), replay_per_image(_xr, _pr, _cfg), eps=2e-5)
+assert _pr["blur_sigma"].gt(0).any() and _pr["blur_sigma"].eq(0).any() and _pr["gray"].any() and _pr["flip"].any()
+
+# %% [markdown]
+# ### Calling the module
+# Calling the module draws and applies in one go, or, for the digits recipe, resizes to `S`, warps each image with
+# its own small affine transformation and adds pixel noise. No gradients flow through an augmentation.
+
+# %%
+#| export
+@patch
+@torch.no_grad()
+def forward(self:BatchAugment, x:torch.Tensor, # (B, C, H, W) uint8 (or float in [0, 1]) images
+            generator=None, # torch.Generator for every random draw (CPU by default)
+           ) -> torch.Tensor: # (B, C, S, S) normalised float views
+    "One random view of every image: `apply(x, sample_params(...))`, or the digits variant (affine warp and noise)."
+    c = self.cfg
+    if c.kind == "digits":
+        x = to_float(x)
+        if x.shape[-1] != c.size: x = F.interpolate(x, size=(c.size, c.size), mode="bilinear", align_corners=False)
+        x = random_affine(x, c.degrees, c.affine_scale, c.translate, generator)
+        x = (x + c.noise * torch.randn(x.shape, device=x.device, generator=generator)).clamp_(0, 1)
+        return self.normalize(x)
+    return self.apply(x, self.sample_params(x.shape[0], x.shape[-2], x.shape[-1], generator))
+
+# %%
+show_doc(BatchAugment.forward)
 
 # %% [markdown]
 # Every image gets its own parameters, and two calls give two different views:
 
 # %%
-_aug = BatchAugment(AugmentConfig(size=24), mean=[0.5] * 3, std=[0.25] * 3)
-_x = (torch.rand(1, 3, 32, 32) * 255).to(torch.uint8).expand(8, 3, 32, 32)   # 8 copies of one image
-_v1, _v2 = _aug(_x), _aug(_x)
+_x1 = (torch.rand(1, 3, 32, 32) * 255).to(torch.uint8).expand(8, 3, 32, 32)   # 8 copies of one image
+_v1, _v2 = _aug(_x1), _aug(_x1)
 test_eq(tuple(_v1.shape), (8, 3, 24, 24))
 assert all(not torch.allclose(_v1[i], _v1[j]) for i in range(8) for j in range(i + 1, 8)), "images must get their own parameters"
 assert all(not torch.allclose(_v1[i], _v2[i]) for i in range(8)), "the two views must differ"
-test_eq(tuple(_aug.eval_view(_x).shape), (8, 3, 24, 24))
-test_close(_aug.normalize(torch.full((1, 3, 2, 2), 0.75)), torch.ones(1, 3, 2, 2))
 
 # %% [markdown]
-# Seeding a generator reproduces the views exactly:
+# Seeding a generator reproduces the views exactly, and the module's call is `apply` of `sample_params` drawn from
+# the same generator:
 
 # %%
-test_eq(_aug(_x, torch.Generator().manual_seed(1)), _aug(_x, torch.Generator().manual_seed(1)))
+test_eq(_aug(_x1, torch.Generator().manual_seed(1)), _aug(_x1, torch.Generator().manual_seed(1)))
+test_eq(_aug(_x, torch.Generator().manual_seed(0)), _aug.apply(_x, _aug.sample_params(8, 32, 32, torch.Generator().manual_seed(0))))
 
 # %% [markdown]
-# ## Speed
-# The per-image PIL pipeline (torchvision's transforms on PIL images, as the official code runs them in its
-# DataLoader workers) against the batched module, both on one CPU thread, on 512 CIFAR-sized images (a single
-# measurement; the benchmark chapter measures properly):
+# The digits branch: views of the right size, different for copies of one image, and — with the warp and the noise
+# switched off — the plain resized image, never a mirrored one:
 
 # %%
-from PIL import Image
-import torchvision.transforms as T
-_cfg = AugmentConfig(size=32)
-_pil = T.Compose([T.RandomResizedCrop(32, scale=_cfg.crop_scale), T.RandomHorizontalFlip(),
-                  T.RandomApply([T.ColorJitter(*_cfg.jitter)], p=_cfg.jitter_p), T.RandomGrayscale(_cfg.gray_p), T.ToTensor()])
-_x = (torch.rand(512, 3, 32, 32) * 255).to(torch.uint8)
-_imgs = [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in _x]
-_aug = BatchAugment(_cfg, [0.5] * 3, [0.25] * 3)
-_t_pil = _ms(lambda: [_pil(im) for im in _imgs], n=1)
-_t_batched = _ms(lambda: [_aug(_x[i:i + 256]) for i in (0, 256)], n=1)
-print(f"PIL per image: {512 / _t_pil * 1e3:,.0f} views/s   batched: {512 / _t_batched * 1e3:,.0f} views/s")
+_xd = (torch.rand(1, 1, 8, 8) * 255).to(torch.uint8).expand(6, 1, 8, 8)
+_augd = BatchAugment(cc_recipe("digits", 12), mean=[0.5], std=[0.25])
+_vd = _augd(_xd)
+test_eq(tuple(_vd.shape), (6, 1, 12, 12))
+assert all(not torch.allclose(_vd[i], _vd[j]) for i in range(6) for j in range(i + 1, 6))
+_still = BatchAugment(AugmentConfig(kind="digits", size=8, degrees=0., affine_scale=(1, 1), translate=0., noise=0.), [0.5], [0.25])
+test_close(_still(_xd), _still.eval_view(_xd), eps=1e-5)
 
 # %% [markdown]
-# A grid of originals and two views each, for a few real images when the CIFAR-10 test copy is in the data root,
-# otherwise for the digits:
+# ## What the views look like
+# Originals and two independent views each. First scikit-learn's handwritten digits with the digits recipe (drawn
+# at 32 px so that the warps are visible):
 
 # %%
-import matplotlib.pyplot as plt, numpy as np
-from deepcluster_nb.data import load_dataset, data_root
-_p = data_root() / "cifar10_test.npz"
-_d = load_dataset(str(_p) if _p.exists() else "digits").train
-_name = "cifar10" if _p.exists() else "digits"
-_ax = BatchAugment(cc_recipe(_name, 32 if _p.exists() else 8), mean=[0.] * _d.x.shape[1], std=[1.] * _d.x.shape[1])
-_imgs = _d.x[:6]
-_rows = [to_float(_imgs), _ax(_imgs), _ax(_imgs)]
-fig, axs = plt.subplots(3, 6, figsize=(9, 4.8))
-for r, title in enumerate(["original", "view a", "view b"]):
-    for c in range(6):
-        im = _rows[r][c].permute(1, 2, 0).clamp(0, 1).numpy()
-        axs[r, c].imshow(im.squeeze(), cmap="gray_r" if im.shape[-1] == 1 else None); axs[r, c].axis("off")
-    axs[r, 0].set_title(title, loc="left", fontsize=9)
-plt.suptitle(f"{_name}: two independently augmented views per image"); plt.tight_layout(); plt.show()
+import matplotlib.pyplot as plt
+from sklearn.datasets import load_sample_images
+from deepcluster_nb.data import load_dataset
+
+# %%
+def show_views(x, aug, title, n_views=2, seed=0):
+    "Plot a row of originals and `n_views` rows of random views (normalisation set to the identity)."
+    g = torch.Generator().manual_seed(seed)
+    rows = [aug.eval_view(x)] + [aug(x, generator=g) for _ in range(n_views)]
+    fig, axs = plt.subplots(len(rows), len(x), figsize=(1.5 * len(x), 1.6 * len(rows)))
+    for r, name in enumerate(["original"] + [f"view {chr(97 + v)}" for v in range(n_views)]):
+        for c in range(len(x)):
+            im = rows[r][c].permute(1, 2, 0).clamp(0, 1).numpy()
+            axs[r, c].imshow(im.squeeze(), cmap="gray_r" if im.shape[-1] == 1 else None); axs[r, c].axis("off")
+        axs[r, 0].set_title(name, loc="left", fontsize=9)
+    fig.suptitle(title); plt.tight_layout(); plt.show()
+
+# %%
+_digits = load_dataset("digits").train
+_first = torch.stack([_digits.x[torch.as_tensor(_digits.y == k).nonzero()[0, 0]] for k in range(6)])   # a 0, 1, 2, 3, 4, 5
+show_views(_first, BatchAugment(cc_recipe("digits", 32), mean=[0.], std=[1.]), "digits: affine warp and pixel noise")
+
+# %% [markdown]
+# Then colour images: square patches of the two photographs that ship with scikit-learn, at 96 px, with CC's
+# ImageNet-10 recipe (full-strength jitter and blur):
+
+# %%
+_photos = [torch.tensor(a).permute(2, 0, 1) for a in load_sample_images().images]   # two (3, 427, 640) uint8
+_patches = torch.stack([ph[:, t:t + 256, l:l + 256] for ph in _photos for t, l in [(20, 40), (150, 340), (100, 200)]])
+_patches = F.interpolate(_patches.float(), size=(96, 96), mode="bilinear", antialias=True).round().clamp(0, 255).to(torch.uint8)
+show_views(_patches, BatchAugment(cc_recipe("imagenet10", 96), mean=[0.] * 3, std=[1.] * 3), "colour: crop, flip, jitter, grayscale, blur")
+
+# %% [markdown]
+# Some views are small parts of the photograph, some are grey, some blurred, and most have shifted colours: the
+# network cannot match the two views of an image by colour or by exact position, only by what it depicts. The
+# appendix `A1_augment_kernels` shows how each step is computed for the whole batch and how much faster that is than
+# a per-image pipeline.
 
 # %%
 #| hide

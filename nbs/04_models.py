@@ -310,8 +310,9 @@ test_eq([r["table"] for r in _p.rows("cifar10", "train-test")], ["Table 5"]); te
 # argument after `n_clusters` is a hyperparameter a user may set, e.g. `-y "hparams: {tau_i: 0.7}"`), and implement
 # `training_step` and `forward`. Three class attributes tell the trainer what a step needs: `n_views` augmented views
 # per image, the raw view (`needs_raw`), and the passes per epoch (`train_heads`: DCDC trains an over-clustering head
-# before the main one); `column_contrast` says that the loss contrasts the K columns of a batch's assignment
-# matrix, so that a batch must hold at least K images.
+# before the main one); `unlabeled_heads` names heads that also train on a dataset's unlabelled images (STL-10's
+# 100,000), over those images alone or over all images, in passes that come first in an epoch; `column_contrast` says
+# that the loss contrasts the K columns of a batch's assignment matrix, so that a batch must hold at least K images.
 
 # %%
 #| export
@@ -323,6 +324,7 @@ class ClusterMethod(nn.Module):
     n_views: int = 2                # augmented views per image in a batch
     needs_raw: bool = False         # whether `Batch.raw` is needed
     train_heads: tuple = ("main",)  # passes over the data per epoch
+    unlabeled_heads: dict = {}      # head -> "unlabeled" or "all": extra passes over unlabelled images (TrainConfig.unlabeled)
     column_contrast: bool = False   # the loss contrasts the K columns of a batch: batch_size >= K
 
     def __init__(self, backbone:nn.Module, feat_dim:int, n_clusters:int, **hparams):

@@ -272,7 +272,11 @@ assert abs(_cross(_q)) <= 0.06 and _cross(_p) > 0.2
 # DEC recomputes $P$ only every few iterations over the whole data set; CADEC's code recomputes it from the current
 # mini-batch at every step and detaches it, which is what we do. Following that code the logarithms are taken of
 # $q + 10^{-8}$ (and of $p + 10^{-8}$, which changes nothing measurable) so that a vanishing assignment cannot give
-# $-\infty$. A small row-wise KL first, since the anchor loss below needs it too:
+# $-\infty$. A small row-wise KL first, since the anchor loss below needs it too.
+#
+# The loss is exported as `target_kl_loss`, a name that says what it computes: CC's chapter has a `cluster_loss` of
+# its own (a contrast of columns), and two losses under one name are one too many. `cluster_loss` stays importable
+# from this module as an alias of `target_kl_loss`.
 
 # %%
 #| export
@@ -290,7 +294,7 @@ test_close(kl_rows(_a, _a), torch.zeros(5, dtype=torch.float64), eps=1e-12)
 assert (kl_rows(_a, _b) > 0).all() and not torch.allclose(kl_rows(_a, _b), kl_rows(_b, _a))  # not symmetric
 
 # %%
-def cluster_loss_loop(q):
+def target_kl_loop(q):
     "(1/N) Σ_i Σ_j p_ij log(p_ij / q_ij) with P computed by the loop above and held fixed."
     p = target_loop(q.detach())
     N, K = q.shape
@@ -298,24 +302,27 @@ def cluster_loss_loop(q):
 
 # %%
 #| export
-def cluster_loss(q:torch.Tensor, # (N, K) soft assignments of the (raw) images of a batch
-                ) -> torch.Tensor: # scalar (1/N) Σ_i KL(p_i ‖ q_i)
+def target_kl_loss(q:torch.Tensor, # (N, K) soft assignments of the (raw) images of a batch
+                  ) -> torch.Tensor: # scalar (1/N) Σ_i KL(p_i ‖ q_i)
     "DEC's clustering loss: KL from the target P (computed from q and detached) to q, averaged over the batch."
-    p = target_distribution(q).detach()
-    return kl_rows(p, q).mean()
+    p = target_distribution(q).detach()   # $p_{ij}$, a constant
+    return kl_rows(p, q).mean()           # $\frac1N\sum_i \mathrm{KL}(p_i\|q_i)$
+
+cluster_loss = target_kl_loss   # the first edition's name (CC's chapter has a different `cluster_loss`)
 
 # %%
-show_doc(cluster_loss)
+show_doc(target_kl_loss)
 
 # %%
 for _n, _k in [(8, 3), (30, 10), (6, 6)]:
     _q = torch.softmax(torch.randn(_n, _k, dtype=torch.float64) * 2, 1)
-    test_close(cluster_loss(_q), cluster_loss_loop(_q), eps=1e-6)
-    assert cluster_loss(_q) > 0
-test_close(cluster_loss(torch.full((6, 4), 0.25, dtype=torch.float64)), 0., eps=1e-9)  # P = Q: nothing to learn
+    test_close(target_kl_loss(_q), target_kl_loop(_q), eps=1e-6)
+    assert target_kl_loss(_q) > 0
+test_close(target_kl_loss(torch.full((6, 4), 0.25, dtype=torch.float64)), 0., eps=1e-9)  # P = Q: nothing to learn
+assert cluster_loss is target_kl_loss                                                     # the old name still imports
 # no gradient through P: autograd of the loss equals that of the KL with P passed in as a constant
 _l = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
-_g1, = torch.autograd.grad(cluster_loss(torch.softmax(_l, 1)), _l)
+_g1, = torch.autograd.grad(target_kl_loss(torch.softmax(_l, 1)), _l)
 _pc = target_distribution(torch.softmax(_l, 1)).detach().clone()
 _g2, = torch.autograd.grad(kl_rows(_pc, torch.softmax(_l, 1)).mean(), _l)
 test_close(_g1, _g2, eps=1e-12)
@@ -358,7 +365,7 @@ def dec_gradients(h, mu, alpha=1.0):
 for _n, _k, _d, _a in [(12, 3, 5, 1.0), (30, 10, 16, 1.0), (10, 4, 3, 2.0), (9, 5, 7, 0.7)]:
     _h = torch.randn(_n, _d, dtype=torch.float64, requires_grad=True)
     _mu = torch.randn(_k, _d, dtype=torch.float64, requires_grad=True)
-    _L = _n * cluster_loss(student_t_assignment(_h, _mu, _a))          # the sum over i, as DEC writes it
+    _L = _n * target_kl_loss(student_t_assignment(_h, _mu, _a))          # the sum over i, as DEC writes it
     _gh, _gmu = torch.autograd.grad(_L, (_h, _mu))
     _ch, _cmu = dec_gradients(_h.detach(), _mu.detach(), _a)
     test_close(_gh, _ch, eps=1e-6); test_close(_gmu, _cmu, eps=1e-6)

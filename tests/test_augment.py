@@ -138,3 +138,32 @@ def test_seeded_generator_reproduces_views():
     x = (images(10, 20, 20) * 255).to(torch.uint8)
     assert torch.equal(aug(x, torch.Generator().manual_seed(3)), aug(x, torch.Generator().manual_seed(3)))
     assert not torch.equal(aug(x, torch.Generator().manual_seed(3)), aug(x, torch.Generator().manual_seed(4)))
+
+
+def test_augment_reexports_the_kernels():
+    "The kernels live in `augment_kernels`; `augment` re-exports the very same objects, also through `import *`."
+    import deepcluster_nb.augment as aug
+    import deepcluster_nb.augment_kernels as kernels
+    for name in kernels.__all__ + ["_draw_device", "_axis_weights", "_gray", "_col"]:
+        assert getattr(aug, name) is getattr(kernels, name), name
+    assert set(kernels.__all__) <= set(aug.__all__)
+    assert {"AugmentConfig", "cc_recipe", "BatchAugment", "replay_per_image"} <= set(aug.__all__)
+
+
+def test_call_is_apply_of_sample_params_from_the_same_generator():
+    aug = BatchAugment(AugmentConfig(size=16, blur_p=0.5, blur_kernel=5), mean=[0.5] * 3, std=[0.25] * 3)
+    x = (images(12, 20, 24, seed=10) * 255).to(torch.uint8)
+    p = aug.sample_params(12, 20, 24, torch.Generator().manual_seed(11))
+    assert torch.equal(aug(x, torch.Generator().manual_seed(11)), aug.apply(x, p))
+
+
+def test_digits_views_warp_and_never_flip():
+    from deepcluster_nb.augment import cc_recipe, random_affine
+    x = (images(6, 8, 8, seed=12, c=1) * 255).to(torch.uint8)
+    aug = BatchAugment(cc_recipe("digits", 12), mean=[0.5], std=[0.25])
+    v = aug(x, torch.Generator().manual_seed(13))
+    assert v.shape == (6, 1, 12, 12) and torch.equal(v, aug(x, torch.Generator().manual_seed(13)))
+    still = BatchAugment(AugmentConfig(kind="digits", size=8, degrees=0., affine_scale=(1, 1), translate=0., noise=0.), [0.5], [0.25])
+    torch.testing.assert_close(still(x), still.eval_view(x), atol=1e-5, rtol=0)
+    xf = to_float(x)
+    torch.testing.assert_close(random_affine(xf, degrees=0., scale=(1, 1), translate=0.), xf, atol=1e-5, rtol=0)

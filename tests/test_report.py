@@ -1,11 +1,11 @@
-"The run report: nbs/evaluate.ipynb executed with papermill on short digits runs, and its bad-input errors."
+"The run report: nbs/report.ipynb executed with papermill on short digits runs, and its bad-input errors."
 import json
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NB = REPO / "nbs" / "evaluate.ipynb"
+NB = REPO / "nbs" / "report.ipynb"
 FIGURES = {"confusion", "cluster_sizes", "tsne", "gallery_confident", "gallery_mistakes", "history"}
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -49,9 +49,11 @@ def test_report_files_and_contents(runs, tmp_path):
         assert 0 <= rep["metrics"]["kmeans"][k] <= 1
     sizes = rep["cluster_sizes"]
     assert rep["largest_cluster"] == pytest.approx(max(sizes) / 1797)
-    assert bool(rep["collapse"]) == (min(sizes) == 0 or max(sizes) > 1797 / 2)
+    from deepcluster_nb.metrics import collapse_warnings
+    assert rep["collapse"] == collapse_warnings(sizes) and rep["collapsed"] == bool(rep["collapse"])
     assert [r["source"] for r in rep["comparison"]] == ["this run", "this run"]
     assert "does not report cc on digits" in rep["comparison"][0]["note"]
+    assert rep["paper"]["epochs"] == 1000 and rep["config"]["data_root"] == json.loads((run / "config.json").read_text())["config"]["data_root"]
     # the two seeds summarised as mean ± sample std
     head = next(r for r in rep["summary"] if r["evaluation"] == "cluster head")
     assert head["runs"] == 2 and head["epochs"] == "2"
@@ -79,3 +81,31 @@ def test_load_run_errors(runs, tmp_path):
         load_run(tmp_path)
     with pytest.raises(ValueError, match="dataset 'digits', but dataset 'cifar10' was requested"):
         load_run(runs[0], dataset="cifar10")
+
+
+def test_comparison_uses_the_runs_protocol():
+    "A train-test run is compared with the paper's train-test rows only; without such rows the note says so."
+    from deepcluster_nb.report import comparison_rows, paper_results
+    from deepcluster_nb.models import available_methods
+    m = {"head": dict(acc=0.5, nmi=0.4, ari=0.3)}
+    for method in available_methods():
+        for dataset in ("cifar10", "cifar100", "stl10", "imagenet10"):
+            for protocol in ("paper", "train-test"):
+                rows = comparison_rows(m, method, dataset, 10, protocol)
+                assert all(r["protocol"] == protocol for r in rows), (method, dataset, protocol)
+                assert len(rows) == 1 + len(paper_results(method, dataset, protocol))
+                if len(rows) == 1 and paper_results(method, dataset):
+                    assert f"not {protocol!r}: no row to compare with" in rows[0]["note"]
+
+
+def test_checkpoint_with_code_is_refused(tmp_path):
+    import os, torch
+    from deepcluster_nb.train import UnsafeCheckpoint
+    from deepcluster_nb.report import load_run
+    marker = tmp_path / "ran"
+    class Payload:
+        def __reduce__(self): return (os.system, (f"touch {marker}",))
+    torch.save({"method": "cc", "model": Payload()}, tmp_path / "checkpoint.pt")
+    with pytest.raises(UnsafeCheckpoint):
+        load_run(tmp_path)
+    assert not marker.exists()

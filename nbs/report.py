@@ -7,31 +7,33 @@
 # ---
 
 # %% [markdown]
-# # Evaluate a run
-# > Load a checkpoint and report on it: ACC/NMI/ARI of the cluster head and of k-means on the features, the matched confusion matrix, cluster sizes with a collapse check, t-SNE, galleries, training curves and the papers' numbers.
+# # Run report
+# > The report notebook for one run folder: ACC/NMI/ARI of the cluster head and of k-means on the features, the collapse check, the papers' numbers for the same protocol, the matched confusion matrix, cluster sizes, t-SNE, galleries and training curves.
 #
 # ```
-# papermill nbs/evaluate.ipynb out.ipynb -p run_dir runs/cc_digits_s0
-# papermill nbs/evaluate.ipynb out.ipynb -p checkpoint runs/cc_cifar10_s0/checkpoint.pt -p method cc -p data_root /data
-# papermill nbs/evaluate.ipynb out.ipynb -p run_dir runs/cc_digits_s0 -y "runs: [runs/cc_digits_s1, runs/cc_digits_s2]"
-# papermill nbs/evaluate.ipynb --help-notebook
+# papermill nbs/report.ipynb out.ipynb -p run_dir runs/cc_digits_s0
+# papermill nbs/report.ipynb out.ipynb -p checkpoint runs/cc_cifar10_s0/checkpoint.pt -p method cc -p data_root /data
+# papermill nbs/report.ipynb out.ipynb -p run_dir runs/cc_digits_s0 -y "runs: [runs/cc_digits_s1, runs/cc_digits_s2]"
+# papermill nbs/report.ipynb --help-notebook
 # ```
 #
-# The figures and `report.json` are written to the run folder (or `out_dir`). The functions used here are
-# explained in the chapter *The run report* (`deepcluster_nb.report`).
+# The figures and `report.json` are written to the run folder (or `out_dir`); `python -m deepcluster_nb report
+# RUN_DIR` writes the same files from a shell. The functions used here are explained in the appendix *The run
+# report* (`deepcluster_nb.report`).
 
 # %%
 import os, shutil, tempfile
 from pathlib import Path
 from IPython.display import Image, Markdown, display
 from deepcluster_nb.report import load_run, write_report, markdown_table
+from deepcluster_nb.train import Trainer, TrainConfig
 
 # %% tags=["parameters"]
 run_dir: str = ""  # run folder holding checkpoint.pt
 checkpoint: str = ""  # a checkpoint file (used instead of run_dir when given)
 method: str = ""  # expected method: stop with an error if the checkpoint is of another one ("" accepts any)
 dataset: str = ""  # expected dataset: stop with an error if the checkpoint is of another one ("" accepts any)
-data_root: str = ""  # data folder, if not the one the run was trained with (default $DEEPCLUSTER_DATA or data/)
+data_root: str = ""  # data folder ("" : the one the run recorded, else $DEEPCLUSTER_DATA or data/)
 device: str = "auto"  # "auto" (cuda if available), "cuda" or "cpu"
 out_dir: str = ""  # folder for the figures and report.json (default: the run folder)
 kmeans: bool = True  # also score k-means on the learned features (10 restarts)
@@ -47,7 +49,6 @@ seed: int = 0  # seed of k-means, of the t-SNE sample and of t-SNE
 # %%
 _demo = None
 if not (run_dir or checkpoint) and os.environ.get("IN_TEST"):
-    from deepcluster_nb.train import Trainer, TrainConfig
     _demo = tempfile.mkdtemp()
     run_dir = str(Path(_demo) / "cc_digits")
     Trainer(TrainConfig(epochs=2, out_dir=run_dir, progress=False)).fit()
@@ -67,11 +68,13 @@ report = write_report(run, out_dir or None, tsne_samples=tsne_samples, gallery_s
                       gallery_clusters=gallery_clusters, kmeans=kmeans, runs=runs, seed=seed)
 folder = Path(out_dir or run.run_dir)
 print(f"wrote report.json and {len(report['figures'])} figures to {folder}")
+print("COLLAPSED: " + "; ".join(report["collapse"]) if report["collapsed"]
+      else f"not collapsed: the largest cluster holds {report['largest_cluster']:.1%} of the images")
 
 # %% [markdown]
 # ## Scores beside the paper
 # The cluster head's argmax, k-means on the L2-normalised backbone features, and the paper's numbers for the same
-# method and dataset. The epochs column gives the run's share of the paper's training length.
+# method, dataset and evaluation protocol. The epochs column gives the run's share of the paper's training length.
 
 # %%
 display(Markdown(markdown_table(report["comparison"])))
@@ -89,8 +92,10 @@ else: print("one run only: pass runs=[...] to summarise several as mean ± std")
 # ## Cluster sizes and collapse
 
 # %%
+print(f"collapsed: {'yes' if report['collapsed'] else 'no'}")
 for w in report["collapse"]: print("WARNING (collapse):", w)
-if not report["collapse"]: print(f"no collapse: no empty cluster, the largest holds {report['largest_cluster']:.1%} of the images")
+if not report["collapsed"]: print(f"the largest cluster holds {report['largest_cluster']:.1%} of the images; "
+                                  f"{sum(s == 0 for s in report['cluster_sizes'])} of {report['n_clusters']} clusters are empty")
 display(Image(filename=str(folder / report["figures"]["cluster_sizes"])))
 
 # %% [markdown]

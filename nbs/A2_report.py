@@ -7,8 +7,8 @@
 # ---
 
 # %% [markdown]
-# # The run report
-# > Evaluate any checkpoint: ACC/NMI/ARI of the cluster head and of k-means on the features, the matched confusion matrix, cluster sizes and collapse, t-SNE, galleries, training curves, and the papers' numbers beside the run's.
+# # Appendix: the run report
+# > Engineering around the course: evaluate any checkpoint — ACC/NMI/ARI of the cluster head and of k-means on the features, the matched confusion matrix, cluster sizes and collapse, t-SNE, galleries, training curves — and set the run beside the numbers its paper reports.
 
 # %%
 #| default_exp report
@@ -26,133 +26,108 @@ from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np
 import torch
-from deepcluster_nb.data import ImageData, PAPER_BENCHMARKS
-from deepcluster_nb.metrics import evaluate, cluster_sizes
-from deepcluster_nb.models import KNOWN_METHODS
-from deepcluster_nb.train import Trainer, TrainConfig, predict, plot_history, plot_confusion, matched_confusion, write_json
+from deepcluster_nb.data import ImageData
+from deepcluster_nb.metrics import (clustering_scores, cluster_sizes, match_clusters, matched_confusion, collapse_warnings,
+                                    COLLAPSE_SHARE, kmeans_labels, sklearn_threads)
+from deepcluster_nb.models import get_method
+from deepcluster_nb.train import Trainer, TrainConfig, predict, plot_history, plot_confusion, write_json, load_checkpoint
 
 # %% [markdown]
-# A finished training run leaves a folder with `checkpoint.pt`, `history.json` and `metrics.json`. That answers
-# "what was the accuracy?", but not the questions that come right after it: *which* checkpoint was scored, did the
-# model put everything into a few clusters, what do the clusters look like, where does it go wrong, and how far is
-# the number from the one in the paper — and is the comparison even fair? This chapter answers each of them with a
-# function, and `nbs/evaluate.ipynb` strings them together for any run:
+# This appendix is tooling around the course, not part of its argument: the method chapters score their runs with
+# `score_assignments` of the metrics chapter, and nothing there depends on what follows. A finished training run
+# leaves a folder with `checkpoint.pt`, `history.json` and `metrics.json`. That answers "what was the accuracy?", but
+# not the questions that come right after it: *which* checkpoint was scored, did the model put everything into a few
+# clusters, what do the clusters look like, where does it go wrong, and how far is the number from the one in the
+# paper — and is the comparison even fair? Each question gets a function here. They are used in two ways, both of
+# which write the figures and `report.json` into the run folder:
 #
-# ```
-# papermill nbs/evaluate.ipynb out.ipynb -p run_dir runs/cc_digits_s0
+# ```bash
+# papermill nbs/report.ipynb out.ipynb -p run_dir runs/cc_digits_s0     # a notebook with every table and figure
+# python -m deepcluster_nb report runs/cc_digits_s0 --device cpu          # the same files, a summary on the terminal
 # ```
 #
-# Everything below runs on a run we train here: three epochs of CC on the 8×8 digits.
+# The shared pieces come from the chapters that own them: the Hungarian matching, k-means and the collapse rule
+# from the metrics chapter, `predict` and the checkpoint loader from the trainer, and the papers' numbers from each
+# method's own module. Everything below runs on a run we train here: three epochs of CC on the 8×8 digits.
 
 # %%
-import tempfile, time
+import tempfile
+import matplotlib.pyplot as plt
 from deepcluster_nb.train import TrainConfig, Trainer
+
+# %%
 _tmp = tempfile.TemporaryDirectory()
 _run_dir = Path(_tmp.name) / "cc_digits"
 _fit = Trainer(TrainConfig(epochs=3, out_dir=str(_run_dir), progress=False)).fit()
 print({k: round(_fit[k], 3) for k in ("acc", "nmi", "ari")}, sorted(p.name for p in _run_dir.iterdir()))
 
 # %% [markdown]
-# ## The papers' numbers, as data
-# Each paper prints its own table, in its own column order (CC, DCDC, TCC and CADEC put NMI first; CRLC puts ACC
-# first), some as fractions and some as percentages, and names the datasets its own way ("CIFAR-20" is CIFAR-100
-# with the 20 super-classes, "ImageNet-Dog" is ImageNet-Dogs). We store every number once as a fraction, in
-# ACC, NMI, ARI order, under the dataset names of `deepcluster_nb.data`, with the table it came from. CADEC reports
-# two evaluations of one model: the argmax of its cluster head and k-means on its learned representation; the others
-# report the cluster head only. Each method also records the training length the paper used, so a report can say how
-# much of it a run had.
+# ## The papers' numbers
+# Each method's module declares its paper (`Paper`, in the models chapter): the citation, the training length the
+# paper used, what to keep in mind when comparing, and the numbers it reports. Each paper prints its own table, in
+# its own column order and names the datasets its own way; the modules store every number once as a fraction, in
+# ACC, NMI, ARI order, under the dataset names of `deepcluster_nb.data`, with the table it came from, the evaluation
+# ("head": the argmax of the cluster head; "kmeans": k-means on the learned representation, which CADEC reports
+# beside its head) and the protocol (the papers' own splits, "paper", or a held-out test split, "train-test"). The
+# report asks the method for them; there is no central table to keep in step.
 
 # %%
 #| export
-PAPERS = {  # method -> the paper, its training length, and what to keep in mind when comparing
-    "cc": dict(cite="Li, Hu, Liu, Peng, Zhou, Peng: Contrastive Clustering (AAAI 2021)", short="Li et al. 2021 (CC)",
-               epochs=1000, epochs_from="Sec. 4.1.2",
-               note="ResNet-34 at 224 px; STL-10 also uses its 100k unlabelled images for the instance head"),
-    "dcdc": dict(cite="Dang, Deng, Yang, Huang: Doubly Contrastive Deep Clustering", short="Dang et al. (DCDC)",
-                 epochs=200, epochs_from="Sec. IV-C",
-                 note="over-clustering head (70 clusters; 700 on Tiny-ImageNet); labels assigned by the dominating class"),
-    "crlc": dict(cite="Do, Tran, Venkatesh: Clustering by Maximizing Mutual Information Across Views (ICCV 2021)",
-                 short="Do et al. 2021 (CRLC)", epochs=2000, epochs_from="Appendix A.7",
-                 note="mean of 3 runs (standard deviations in Appendix Tables 5-6); CIFAR-20 is CIFAR-100's 20 super-classes"),
-    "tcc": dict(cite="Shen, Shen, Wang, Qin, Torr, Shao: You Never Cluster Alone (NeurIPS 2021)", short="Shen et al. 2021 (TCC)",
-                epochs=1000, epochs_from="Sec. 5.2 (at least 1,000)", note="ResNet-34; CIFAR-100 with 20 clusters"),
-    "cadec": dict(cite="Sundareswaran, Herrera-Gerena, Just, Jannesari: Cluster Analysis with Deep Embeddings and "
-                       "Contrastive Learning (2021)", short="Sundareswaran et al. 2021 (CADEC)",
-                  epochs=2000, epochs_from="Implementation Details",
-                  note="k-means row: the instance-head representation followed by k-means"),
-}
-
-PAPER_RESULTS = [  # (method, dataset, evaluation, ACC, NMI, ARI, table); evaluation "head" = argmax of the cluster head
-    ("cc", "cifar10", "head", 0.790, 0.705, 0.637, "Table 2"),
-    ("cc", "cifar100", "head", 0.429, 0.431, 0.266, "Table 2"),
-    ("cc", "stl10", "head", 0.850, 0.764, 0.726, "Table 2"),
-    ("cc", "imagenet10", "head", 0.893, 0.859, 0.822, "Table 2"),
-    ("cc", "imagenet_dogs", "head", 0.429, 0.445, 0.274, "Table 2"),
-    ("cc", "tiny_imagenet", "head", 0.140, 0.340, 0.071, "Table 2"),
-    ("dcdc", "cifar10", "head", 0.699, 0.585, 0.506, "Table I"),
-    ("dcdc", "cifar100", "head", 0.349, 0.310, 0.179, "Table I"),
-    ("dcdc", "stl10", "head", 0.734, 0.621, 0.547, "Table I"),
-    ("dcdc", "imagenet10", "head", 0.879, 0.817, 0.787, "Table I"),
-    ("dcdc", "imagenet_dogs", "head", 0.365, 0.360, 0.207, "Table I"),
-    ("dcdc", "tiny_imagenet", "head", 0.164, 0.323, 0.073, "Table I"),
-    ("crlc", "cifar10", "head", 0.799, 0.679, 0.634, "Table 1"),
-    ("crlc", "cifar100", "head", 0.425, 0.416, 0.263, "Table 1"),
-    ("crlc", "stl10", "head", 0.818, 0.729, 0.682, "Table 1"),
-    ("crlc", "imagenet10", "head", 0.854, 0.831, 0.759, "Table 1"),
-    ("crlc", "imagenet_dogs", "head", 0.461, 0.484, 0.297, "Table 1"),
-    ("tcc", "cifar10", "head", 0.906, 0.790, 0.733, "Table 2"),
-    ("tcc", "cifar100", "head", 0.491, 0.479, 0.312, "Table 2"),
-    ("tcc", "stl10", "head", 0.814, 0.732, 0.689, "Table 2"),
-    ("tcc", "imagenet10", "head", 0.897, 0.848, 0.825, "Table 2"),
-    ("tcc", "imagenet_dogs", "head", 0.595, 0.554, 0.417, "Table 2"),
-    ("tcc", "tiny_imagenet", "head", 0.306, 0.435, 0.152, "Appendix Table 4"),
-    ("cadec", "cifar10", "head", 0.805, 0.772, 0.698, "Table 1, Ours (Cluster)"),
-    ("cadec", "imagenet10", "head", 0.674, 0.804, 0.588, "Table 1, Ours (Cluster)"),
-    ("cadec", "imagenet_dogs", "head", 0.281, 0.326, 0.069, "Table 1, Ours (Cluster)"),
-    ("cadec", "tiny_imagenet", "head", 0.100, 0.292, 0.042, "Table 1, Ours (Cluster)"),
-    ("cadec", "cifar10", "kmeans", 0.805, 0.766, 0.703, "Table 1, Ours (Representation)"),
-    ("cadec", "imagenet10", "kmeans", 0.598, 0.776, 0.536, "Table 1, Ours (Representation)"),
-    ("cadec", "imagenet_dogs", "kmeans", 0.534, 0.525, 0.275, "Table 1, Ours (Representation)"),
-    ("cadec", "tiny_imagenet", "kmeans", 0.158, 0.346, 0.069, "Table 1, Ours (Representation)"),
-]
-
 EVALUATIONS = {"head": "cluster head", "kmeans": "k-means on features"}
 
 def paper_results(method:str, # method name, e.g. "cc"
                   dataset:str, # dataset name, e.g. "cifar10"
+                  protocol:str|None=None, # only the rows of this evaluation protocol ("paper" or "train-test"; None: all)
                  ) -> list: # one dict per reported evaluation (empty when the paper does not report this pair)
-    "The papers' reported ACC/NMI/ARI for `method` on `dataset`, with the source table."
-    return [dict(method=m, dataset=d, evaluation=e, acc=a, nmi=n, ari=r, epochs=PAPERS[m]["epochs"],
-                 source=f"{PAPERS[m]['short']}, {t}")
-            for m, d, e, a, n, r, t in PAPER_RESULTS if m == method and d == str(dataset)]
+    "The reported ACC/NMI/ARI for `method` on `dataset`, read from the method's `Paper`, with the source table."
+    paper = get_method(method).paper
+    if paper is None: return []
+    return [dict(method=method, **r, epochs=paper.epochs, source=f"{paper.short}, {r['table']}")
+            for r in paper.rows(str(dataset), protocol)]
+
+def paper_info(method:str) -> dict|None:
+    "The method's paper without its numbers (cite, short, epochs, epochs_from, note); None when it names no paper."
+    p = get_method(method).paper
+    return None if p is None else {k: getattr(p, k) for k in ("cite", "short", "epochs", "epochs_from", "note")}
 
 # %% [markdown]
-# Checks on the data itself: every key is one of ours, every number a fraction, each paper has the number of rows
-# its tables have, and each method's cluster-head row is unique per dataset. The CADEC and TCC papers both reprint
-# CC's CIFAR-10 row as their baseline (NMI 0.705, ACC 0.790, ARI 0.637 and 70.5, 79.0, 63.7), which lets us check
-# the transposition into ACC, NMI, ARI order on one row against a second source.
+# Checks on the numbers of every method that declares its paper: every dataset is a benchmark of ours, every number
+# a fraction, and no (dataset, evaluation, protocol) appears twice. The CADEC and TCC papers both reprint CC's CIFAR-10
+# row as their baseline (NMI 0.705, ACC 0.790, ARI 0.637 and 70.5, 79.0, 63.7), which checks the transposition
+# into ACC, NMI, ARI order on one row against a second source.
 
 # %%
-for _m, _d, _e, *_v, _t in PAPER_RESULTS:
-    assert _m in KNOWN_METHODS and _d in PAPER_BENCHMARKS and _e in EVALUATIONS and all(0 < v < 1 for v in _v), (_m, _d)
-test_eq({m: sum(r[0] == m for r in PAPER_RESULTS) for m in PAPERS}, {"cc": 6, "dcdc": 6, "crlc": 5, "tcc": 6, "cadec": 8})
-test_eq(len({r[:3] for r in PAPER_RESULTS}), len(PAPER_RESULTS))
+from deepcluster_nb.data import PAPER_BENCHMARKS
+from deepcluster_nb.models import available_methods
+
+# %%
+for _m in [m for m in available_methods() if get_method(m).paper is not None]:
+    _p = get_method(_m).paper
+    assert _p.epochs > 0 and _p.cite and _p.short, _m
+    _rows = [r for d in PAPER_BENCHMARKS for r in _p.rows(d)]
+    test_eq(len(_rows), len(_p.results))                               # no row names a dataset we do not know
+    for _r in _rows: assert _r["evaluation"] in EVALUATIONS and all(0 < _r[k] < 1 for k in ("acc", "nmi", "ari")), (_m, _r)
+    test_eq(len({(r["dataset"], r["evaluation"], r["protocol"]) for r in _rows}), len(_rows))
 _cc10 = paper_results("cc", "cifar10")[0]
-test_eq((_cc10["nmi"], _cc10["acc"], _cc10["ari"]), (0.705, 0.790, 0.637))
+test_eq((_cc10["nmi"], _cc10["acc"], _cc10["ari"], _cc10["source"]), (0.705, 0.790, 0.637, "Li et al. 2021 (CC), Table 2"))
 test_eq([r["evaluation"] for r in paper_results("cadec", "imagenet10")], ["head", "kmeans"])
-test_eq(paper_results("crlc", "tiny_imagenet"), []); test_eq(paper_results("cc", "digits"), [])
+test_eq(paper_results("cc", "digits"), []); test_eq(paper_results("cc", "cifar10", "train-test"), [])
+test_eq((paper_info("cc")["epochs"], paper_info("cc")["epochs_from"]), (1000, "Sec. 4.1.2"))
 
 # %%
 show_doc(paper_results)
 
 # %% [markdown]
 # ## Loading a run
-# A checkpoint stores its configuration (every "auto" already resolved), so the trainer can be rebuilt exactly as it
-# was and the weights loaded into it. The evaluation then uses the trainer's own `predict`: the same resizing and the
-# same normalisation as in training, no augmentation. Two things are overridden: the device (a run trained on a GPU
-# can be inspected on a laptop) and, when given, the data root. Before anything is built we check that the path
-# exists and holds a checkpoint, and — when the caller says which method or dataset it expects — that the checkpoint
-# is of that kind, so a mixed-up folder fails with a message instead of a shape error deep in `load_state_dict`.
+# A checkpoint stores its configuration (every setting already resolved from the method's table, the data folder
+# included), so the trainer can be rebuilt exactly as it was and the weights loaded into it. The evaluation then uses
+# the trainer's `predict`: the same resizing and the same normalisation as in training, no augmentation. The
+# checkpoint is read with the trainer's `load_checkpoint`, PyTorch's safe loader, which refuses a file that carries
+# code instead of running it. Two things may be overridden: the device (a run trained on a GPU can be inspected on a
+# laptop) and the data folder (by default the one the run recorded; if that folder does not exist where the report
+# runs, the default one). Before anything is built we check that the path exists and holds a checkpoint, and — when
+# the caller says which method or dataset it expects — that the checkpoint is of that kind, so a mixed-up folder
+# fails with a message instead of a shape error deep in `load_state_dict`.
 
 # %%
 #| export
@@ -183,6 +158,13 @@ test_fail(lambda: find_checkpoint(""), contains="no run given")
 #| export
 CHECKPOINT_KEYS = ("method", "dataset", "config", "epoch", "model", "history", "norm")
 
+class RunMismatch(ValueError):
+    "The checkpoint is not a training checkpoint, or not of the method or dataset the caller expects."
+
+class EvalTrainer(Trainer):
+    "A trainer rebuilt to evaluate a run: it takes no training step, so the training-memory check does not apply."
+    def memory_estimate(self) -> int: return 0
+
 @dataclass
 class Run:
     "A trained run ready for evaluation: the rebuilt trainer holding the checkpoint's weights, and where they came from."
@@ -200,23 +182,25 @@ class Run:
 
 def load_run(run:str|Path, # a run directory holding checkpoint.pt, or a checkpoint file
              device:str="cpu", # where to evaluate: "cpu", "cuda" or "auto"
-             data_root:str|None=None, # data folder, if not the one the run was trained with
+             data_root:str|None=None, # data folder (default: the one the run recorded)
              method:str|None=None, # expected method: error if the checkpoint is of another one
              dataset:str|None=None, # expected dataset: error if the checkpoint is of another one
              data=None, # an already loaded `ClusterData` (skips loading the dataset)
             ) -> Run:
     "Rebuild a run's trainer from its checkpoint (no augmentation is applied in evaluation) and load the weights."
-    ck_path = find_checkpoint(run)
-    ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+    ck, ck_path = load_checkpoint(find_checkpoint(run))
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
-    if missing: raise ValueError(f"{ck_path} is not a training checkpoint of this package (missing {missing})")
+    if missing: raise RunMismatch(f"{ck_path} is not a training checkpoint of this package (missing {missing})")
     for what, want in (("method", method), ("dataset", dataset)):
         if want and str(ck[what]) != str(want):
-            raise ValueError(f"{ck_path} is a checkpoint of {what} {ck[what]!r}, but {what} {want!r} was requested")
+            raise RunMismatch(f"{ck_path} is a checkpoint of {what} {ck[what]!r}, but {what} {want!r} was requested")
     known = {f.name for f in fields(TrainConfig)}
     cfg = {k: v for k, v in ck["config"].items() if k in known}
-    cfg.update(progress=False, resume=False, device=device, **({"data_root": str(data_root)} if data_root else {}))
-    tr = Trainer(TrainConfig(**cfg), data)
+    root = data_root or cfg.get("data_root")
+    if not data_root and root and not Path(root).exists():
+        print(f"the run's data folder {root} does not exist here: using the default data folder"); root = None
+    cfg.update(progress=False, resume=False, overwrite=False, device=device, data_root=str(root) if root else None)
+    tr = EvalTrainer(TrainConfig.parse(cfg), data)
     tr.load_state(ck)
     for k in ("mean", "std"): getattr(tr.aug, k).copy_(torch.as_tensor(ck["norm"][k]).view_as(getattr(tr.aug, k)))
     if tr.device.type != "cuda": tr.amp = False
@@ -228,6 +212,9 @@ def load_run(run:str|Path, # a run directory holding checkpoint.pt, or a checkpo
 show_doc(load_run)
 
 # %%
+from deepcluster_nb.data import data_root as _default_root
+
+# %%
 _run = load_run(_run_dir)
 test_eq((_run.epoch, _run.finished, _run.cfg.method, len(_run.history)), (3, True, "cc", 3))
 test_eq(_run.run_dir, _run_dir.resolve())
@@ -235,56 +222,21 @@ test_fail(lambda: load_run(_run_dir, method="dcdc"), contains="checkpoint of met
 test_fail(lambda: load_run(_run_dir, dataset="cifar10"), contains="dataset 'digits', but dataset 'cifar10'")
 torch.save({"model": {}}, Path(_tmp.name) / "weights.pt")
 test_fail(lambda: load_run(Path(_tmp.name) / "weights.pt"), contains="not a training checkpoint")
+test_eq(_run.cfg.data_root, json.loads((_run_dir / "config.json").read_text())["config"]["data_root"])   # the recorded folder
+_ck, _ = load_checkpoint(_run_dir / "checkpoint.pt")
+_ck["config"]["data_root"] = "/no/such/folder"; (Path(_tmp.name) / "moved").mkdir()
+torch.save(_ck, Path(_tmp.name) / "moved" / "checkpoint.pt")
+test_eq(load_run(Path(_tmp.name) / "moved").cfg.data_root, str(_default_root()))   # a run copied from another machine
 
 # %% [markdown]
 # ## Scoring the run two ways
 # The cluster head's argmax is what the method predicts. The backbone's features can also be clustered with
 # k-means, which is how CADEC reports its "representation" row and tells us whether a weak head sits on good features.
-# We L2-normalise the features first: the contrastive losses compare directions, not lengths, and k-means on raw
-# features mostly follows the norms. (CADEC clusters the output of its instance head; here we use the backbone
-# features that every method returns.)
-#
-# One practical snag: PyTorch and scikit-learn each bring their own OpenMP runtime. On a machine with few cores the
-# two thread pools compete and scikit-learn's k-means and t-SNE slow down badly. Capping scikit-learn's threads while
-# it runs avoids it; the timing below shows the effect on this machine.
-
-# %%
-#| export
-def sklearn_threads(n:int|None=None, # threads for scikit-learn (default: half the cores, at least 1)
-                   ):
-    "Context manager that caps the OpenMP/BLAS threads scikit-learn uses inside it."
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(n or max(1, (os.cpu_count() or 2) // 2))
-
-def kmeans_labels(features:np.ndarray, # (N, D) features
-                  k:int, # number of clusters
-                  seed:int=0, # k-means seed
-                  n_init:int=10, # k-means restarts (the best inertia is kept)
-                  l2:bool=True, # L2-normalise the features first
-                 ) -> np.ndarray: # (N,) cluster indices
-    "k-means (scikit-learn) on the learned features."
-    from sklearn.cluster import KMeans
-    x = np.asarray(features, dtype=np.float32)
-    if l2: x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
-    with sklearn_threads(): return KMeans(k, n_init=n_init, random_state=seed).fit_predict(x)
-
-# %%
-from sklearn.datasets import make_blobs
-from deepcluster_nb.metrics import cluster_accuracy
-_xb, _yb = make_blobs(300, n_features=16, centers=4, cluster_std=0.5, random_state=0)
-_xb = _xb + 20 * np.eye(16)[_yb]   # four well-separated directions: any sane k-means recovers them
-test_eq(cluster_accuracy(_yb, kmeans_labels(_xb, 4)), 1.0)
-test_eq(kmeans_labels(_xb, 4, seed=1).shape, (300,))
-test_eq(len(np.unique(kmeans_labels(_xb, 7))), 7)
-
-# %%
-from sklearn.cluster import KMeans
-from threadpoolctl import threadpool_limits
-_xt = np.random.default_rng(0).normal(size=(1797, 256)).astype(np.float32)
-for _label, _limit in [("scikit-learn's default threads", None), ("capped by sklearn_threads()", "cap")]:
-    _t0 = time.time()
-    with (sklearn_threads() if _limit else threadpool_limits(None)): KMeans(10, n_init=3, random_state=0).fit(_xt)
-    print(f"k-means, 1797 x 256, n_init=3, {_label}: {time.time() - _t0:.2f} s")
+# The metrics chapter's `kmeans_labels` L2-normalises the features first (the contrastive losses compare directions,
+# not lengths, and k-means on raw features mostly follows the norms) and caps scikit-learn's threads while it runs
+# (`sklearn_threads`: PyTorch and scikit-learn each bring an OpenMP runtime, and on a machine with few cores the two
+# thread pools compete). CADEC clusters the output of its instance head; here we use the backbone features that
+# every method returns.
 
 # %%
 #| export
@@ -305,8 +257,8 @@ def run_outputs(run:Run, # a loaded run
 def clustering_metrics(outs:dict, # from `run_outputs`
                       ) -> dict: # {"head": {acc, nmi, ari}, "kmeans": {...}}
     "ACC/NMI/ARI of the cluster head's argmax and, when computed, of k-means on the features."
-    m = {"head": evaluate(outs["y"], outs["pred"])}
-    if outs.get("kmeans") is not None: m["kmeans"] = evaluate(outs["y"], outs["kmeans"])
+    m = {"head": clustering_scores(outs["y"], outs["pred"])}
+    if outs.get("kmeans") is not None: m["kmeans"] = clustering_scores(outs["y"], outs["kmeans"])
     return m
 
 # %% [markdown]
@@ -327,68 +279,31 @@ print({e: {k: round(v, 3) for k, v in m.items()} for e, m in _met.items()})
 
 # %%
 for _l2 in (False, True):
-    print(f"l2={_l2}:", {k: round(v, 3) for k, v in evaluate(_outs["y"], kmeans_labels(_outs["features"], 10, l2=_l2)).items()})
+    print(f"l2={_l2}:", {k: round(v, 3) for k, v in clustering_scores(_outs["y"], kmeans_labels(_outs["features"], 10, l2=_l2)).items()})
 
 # %% [markdown]
-# ## Matching clusters to classes
-# Every figure below lines clusters up with classes the way ACC does: the one-to-one Hungarian matching. The
-# confusion matrix of the trainer chapter (`matched_confusion`) already orders its columns that way; `match_clusters`
-# returns the same order together with each cluster's matched class, so sizes, colours and galleries agree with it.
+# ## Matching clusters to classes, and collapse
+# Every figure below lines clusters up with classes the way ACC does: the one-to-one Hungarian matching of the metrics
+# chapter, `match_clusters`, which returns the clusters in matched order (the column order of `matched_confusion`)
+# and each cluster's matched class, so sizes, colours and galleries agree with the confusion matrix and with ACC.
 # With more clusters than classes some clusters stay unmatched (class −1) and count as errors.
 
 # %%
-#| export
-def match_clusters(y_true, # (N,) class labels
-                   y_pred, # (N,) cluster indices
-                   n_clusters:int, # K
-                  ) -> tuple: # (clusters in matched order, matched class of each cluster or -1)
-    "The Hungarian matching of clusters to classes, in the column order of `matched_confusion`."
-    from scipy.optimize import linear_sum_assignment
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    K = max(n_clusters, int(y_pred.max()) + 1)
-    cm = np.zeros((int(y_true.max()) + 1, K), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    r, k = linear_sum_assignment(-cm)
-    cls = np.full(K, -1); cls[k] = r
-    order = np.array(list(k[np.argsort(r)]) + [j for j in range(K) if j not in set(k)], dtype=np.int64)
-    return order, cls
-
-# %%
-_ord, _cls = match_clusters([0, 0, 1, 1, 2, 2], [2, 2, 0, 0, 1, 3], 4)
-test_eq(_ord.tolist(), [2, 0, 1, 3]); test_eq(_cls.tolist(), [1, 2, 0, -1])
 _ord, _cls = match_clusters(_outs["y"], _outs["pred"], 10)
 _cm = np.zeros((10, 10), dtype=np.int64); np.add.at(_cm, (_outs["y"], _outs["pred"]), 1)
 test_eq(matched_confusion(_outs["y"], _outs["pred"], 10), _cm[:, _ord])
 test_close((_cls[_outs["pred"]] == _outs["y"]).mean(), _met["head"]["acc"])
 
 # %% [markdown]
-# ## Collapse
-# The failure every clustering loss guards against is collapse: most images in a few clusters, the rest empty. A
-# report should shout about it rather than leave it to be read off a bar chart. We flag a run when any cluster is
-# empty or when one cluster holds more than half of the data.
+# The failure every clustering loss guards against is collapse: most images in a few clusters, the rest empty. The
+# report shouts about it rather than leave it to be read off a bar chart, with the trainer's rule
+# (`collapse_warnings`): one cluster holding more than `COLLAPSE_SHARE` (half) of the images, or more than that share
+# of the clusters empty.
 
 # %%
-#| export
-COLLAPSE_SHARE = 0.5  # a cluster holding more than this share of the data flags collapse
-
-def collapse_warnings(sizes, # (K,) images per cluster
-                      max_share:float=COLLAPSE_SHARE, # largest acceptable share of one cluster
-                     ) -> list: # human-readable warnings; empty when the clustering looks healthy
-    "Warnings for empty clusters and for one cluster holding more than `max_share` of the data."
-    sizes = np.asarray(sizes); n, out = sizes.sum(), []
-    empty = np.flatnonzero(sizes == 0)
-    if len(empty): out.append(f"{len(empty)} of {len(sizes)} clusters are empty "
-                              f"({', '.join(map(str, empty[:10]))}{', ...' if len(empty) > 10 else ''})")
-    big = int(sizes.argmax())
-    if sizes[big] > max_share * n: out.append(f"cluster {big} holds {sizes[big] / n:.0%} of the images (over {max_share:.0%})")
-    return out
-
-# %%
-test_eq(collapse_warnings([10, 12, 9]), [])
-test_eq(collapse_warnings([10, 0, 12, 9]), ["1 of 4 clusters are empty (1)"])
+test_eq(COLLAPSE_SHARE, 0.5)
 test_eq(collapse_warnings([60, 20, 20]), ["cluster 0 holds 60% of the images (over 50%)"])
-test_eq(len(collapse_warnings([50, 50, 0])), 1)  # exactly one half is not over one half
-test_eq(collapse_warnings(cluster_sizes(_outs["pred"], 10)), [])
+print("this run:", collapse_warnings(cluster_sizes(_outs["pred"], 10)) or "no collapse")
 
 # %% [markdown]
 # ## Figures
@@ -444,8 +359,8 @@ def plot_cluster_sizes(y_true, # (N,) class labels
 _f = plot_cluster_sizes(_outs["y"], _outs["pred"], 10, _run.eval_data.classes, "3 epochs of CC on digits")
 test_eq(len(_f.axes[0].patches), 20); test_eq(_f.axes[0].title.get_color(), "black")
 _fc = plot_cluster_sizes(np.arange(100) % 4, np.r_[np.zeros(70, int), np.ones(30, int)], 4, list("abcd"))
-assert "COLLAPSE" in _fc.axes[0].get_title() and "2 of 4 clusters are empty" in _fc.axes[0].get_title()
-import matplotlib.pyplot as plt; plt.close(_fc)
+assert "COLLAPSE" in _fc.axes[0].get_title() and "cluster 0 holds 70% of the images" in _fc.axes[0].get_title()
+plt.close(_fc)
 
 # %% [markdown]
 # **t-SNE.** A two-dimensional map of the features of a random sample (t-SNE's cost grows faster than linearly, so
@@ -477,6 +392,11 @@ def tsne_embedding(features:np.ndarray, # (N, D) features
 # On four well-separated blobs, every point's nearest neighbour on the map should come from its own blob:
 
 # %%
+from sklearn.datasets import make_blobs
+
+# %%
+_xb, _yb = make_blobs(300, n_features=16, centers=4, cluster_std=0.5, random_state=0)
+_xb = _xb + 20 * np.eye(16)[_yb]   # four well-separated directions
 _ib, _eb = tsne_embedding(_xb, 200)
 test_eq(len(_ib), 200); test_eq(_eb.shape, (200, 2)); test_eq(len(set(_ib.tolist())), 200)
 _d = ((_eb[:, None] - _eb[None]) ** 2).sum(-1); np.fill_diagonal(_d, np.inf)
@@ -634,7 +554,9 @@ plot_confusion(_outs["y"], _outs["pred"], _run.eval_data.classes, 10, "CC on dig
 # "Why is my accuracy lower than the paper's?" is most often answered by the epochs column: the papers train for 200
 # to 2,000 epochs, and a run of a few epochs shows whether the code runs, not what the method reaches. So the
 # comparison table writes the run's epochs as a fraction of the paper's and says "not a reproduction" when it is
-# short; it also flags a different evaluation protocol or a training subset. The paper's rows carry their table.
+# short. It compares like with like: a run evaluated with the train-test protocol (trained on the training split,
+# scored on the held-out test split) is set beside the paper's train-test rows only, and when the paper reports
+# none the note says so instead of showing numbers measured another way. A training subset is flagged too.
 
 # %%
 #| export
@@ -644,19 +566,21 @@ def comparison_rows(metrics:dict, # {"head": {acc, nmi, ari}, "kmeans": {...}} o
                     epochs:int, # epochs the run trained
                     protocol:str="paper", # the run's evaluation protocol
                     subset:int=0, # the run's training subset size (0: all)
-                   ) -> list: # rows: source, evaluation, acc, nmi, ari, epochs, note
-    "The run's scores beside the paper's for the same method and dataset, marked with the run's share of the paper's epochs."
-    paper, pe = paper_results(method, dataset), PAPERS.get(method, {}).get("epochs")
-    notes = []
-    if not paper: notes.append(f"the paper does not report {method} on {Path(str(dataset)).stem}")
+                   ) -> list: # rows: source, evaluation, protocol, acc, nmi, ari, epochs, note
+    "The run's scores beside the paper's for the same method, dataset and protocol, with the run's share of the paper's epochs."
+    paper, name = get_method(method).paper, Path(str(dataset)).stem
+    rows, pe, notes = paper_results(method, dataset, protocol), paper.epochs if paper else None, []
+    if not rows:
+        other = sorted({r["protocol"] for r in paper_results(method, dataset)})
+        notes.append(f"the paper reports {method} on {name} only with the {' and '.join(map(repr, other))} protocol, "
+                     f"not {protocol!r}: no row to compare with" if other else f"the paper does not report {method} on {name}")
     elif epochs < pe: notes.append(f"short run ({epochs} of the paper's {pe} epochs): not a reproduction")
-    if protocol != "paper": notes.append(f"protocol {protocol!r} (the papers use 'paper')")
     if subset: notes.append(f"trained on a subset of {subset} images")
-    mark = f"{epochs} of {pe} ({epochs / pe:.1%})" if paper else str(epochs)
-    rows = [dict(source="this run", evaluation=EVALUATIONS[e], **{k: m[k] for k in ("acc", "nmi", "ari")}, epochs=mark,
-                 note="; ".join(notes)) for e, m in metrics.items()]
-    return rows + [dict(source=p["source"], evaluation=EVALUATIONS[p["evaluation"]], acc=p["acc"], nmi=p["nmi"],
-                        ari=p["ari"], epochs=str(pe), note="") for p in paper]
+    mark = f"{epochs} of {pe} ({epochs / pe:.1%})" if rows else str(epochs)
+    run = [dict(source="this run", evaluation=EVALUATIONS[e], protocol=protocol, **{k: m[k] for k in ("acc", "nmi", "ari")},
+                epochs=mark, note="; ".join(notes)) for e, m in metrics.items()]
+    return run + [dict(source=p["source"], evaluation=EVALUATIONS[p["evaluation"]], protocol=p["protocol"], acc=p["acc"],
+                       nmi=p["nmi"], ari=p["ari"], epochs=str(pe), note="") for p in rows]
 
 def markdown_table(rows:list, # dicts with the same keys
                    cols:list|None=None, # columns to show (default: all keys of the first row)
@@ -675,8 +599,25 @@ test_eq(_rows[0]["epochs"], "3 of 1000 (0.3%)"); assert "not a reproduction" in 
 assert "not a reproduction" not in comparison_rows(_met, "cc", "cifar10", 1000)[0]["note"]
 test_eq(len(comparison_rows(_met, "cadec", "imagenet10", 5)), 4)
 assert "does not report" in comparison_rows(_met, "cc", "digits", 3)[0]["note"]
-assert "protocol 'train-test'" in comparison_rows(_met, "cc", "digits", 3, "train-test")[0]["note"]
+test_eq(len(comparison_rows(_met, "cc", "cifar10", 3, "train-test")), 2)    # CC reports no train-test numbers
+assert "only with the 'paper' protocol, not 'train-test'" in comparison_rows(_met, "cc", "cifar10", 3, "train-test")[0]["note"]
 test_eq(markdown_table([dict(a=1.23456, b="x")]), "| a | b |\n|---|---|\n| 1.235 | x |")
+
+# %% [markdown]
+# A paper that reports both protocols — here a made-up method registered for the check — is compared row for row:
+
+# %%
+from deepcluster_nb.models import ClusterMethod, Paper, register_method
+
+# %%
+@register_method
+class _TwoProtocols(ClusterMethod):
+    name = "_two_protocols"
+    paper = Paper("A. Author: A Method (2021)", "Author 2021", 100, "Sec. 4",
+                  results=(("cifar10", "head", 0.8, 0.7, 0.6, "Table 2"), ("cifar10", "head", 0.7, 0.6, 0.5, "Table 5", "train-test")))
+test_eq([(r["source"], r["protocol"]) for r in comparison_rows({"head": _met["head"]}, "_two_protocols", "cifar10", 100, "train-test")],
+        [("this run", "train-test"), ("Author 2021, Table 5", "train-test")])
+test_eq(comparison_rows({"head": _met["head"]}, "_two_protocols", "cifar10", 100)[1]["source"], "Author 2021, Table 2")
 
 # %% [markdown]
 # What the table looks like for this run if it had been CIFAR-10 (it is not: on digits the table holds the run's rows
@@ -684,6 +625,8 @@ test_eq(markdown_table([dict(a=1.23456, b="x")]), "| a | b |\n|---|---|\n| 1.235
 
 # %%
 from IPython.display import Markdown, display
+
+# %%
 display(Markdown(markdown_table(_rows)))
 
 # %% [markdown]
@@ -793,8 +736,8 @@ def write_report(run:Run, # a loaded run (`load_run`)
     metrics, sizes, c = clustering_metrics(outs), cluster_sizes(outs["pred"], run.cfg.n_clusters), run.cfg
     rep = {**run_info(run), "n_eval": len(outs["y"]), "n_clusters": c.n_clusters, "metrics": metrics,
            "cluster_sizes": sizes.tolist(), "class_sizes": np.bincount(outs["y"], minlength=len(run.eval_data.classes)).tolist(),
-           "collapse": collapse_warnings(sizes), "largest_cluster": float(sizes.max() / sizes.sum()),
-           "paper": PAPERS.get(c.method), "comparison": comparison_rows(metrics, c.method, c.dataset, run.epoch, c.protocol, c.subset),
+           "collapsed": bool(collapse_warnings(sizes)), "collapse": collapse_warnings(sizes),
+           "largest_cluster": float(sizes.max() / sizes.sum()), "paper": paper_info(c.method), "comparison": comparison_rows(metrics, c.method, c.dataset, run.epoch, c.protocol, c.subset),
            "figures": report_figures(run, outs, out_dir, tsne_samples, gallery_size, gallery_clusters, seed)}
     others = [r for r in dict.fromkeys(find_checkpoint(r).resolve() for r in runs) if r != run.checkpoint]
     if runs: rep["summary"] = summarize_reports([rep] + [run_summary(r, str(run.trainer.device), c.data_root, kmeans, seed) for r in others])
@@ -817,7 +760,7 @@ test_eq(run_summary(_run_dir)["metrics"], _json["metrics"])   # the fresh report
 display(Markdown(markdown_table(_json["comparison"])))
 
 # %% [markdown]
-# The notebook `nbs/evaluate.ipynb` is this last cell with parameters: it loads the run, calls `write_report`, and
+# The notebook `nbs/report.ipynb` is this last cell with parameters: it loads the run, calls `write_report`, and
 # shows the tables and the saved figures.
 
 # %%

@@ -7,8 +7,8 @@
 # ---
 
 # %% [markdown]
-# # Throughput benchmark
-# > How many augmented views per second a training run processes: our pipeline against a loop built like the official CC code, augmentation alone, the model alone, MFU, and the hours a paper-length run would take.
+# # Appendix: throughput benchmark
+# > Engineering around the course: how many augmented views per second a training run processes — our trainer against a loop built like the official CC code, augmentation alone, the model alone, MFU, and the hours a paper-length run would take.
 
 # %%
 #| default_exp bench
@@ -28,9 +28,19 @@ import torch
 from deepcluster_nb.augment import AugmentConfig, BatchAugment
 from deepcluster_nb.data import ImageData, ClusterData
 from deepcluster_nb.models import Batch, get_method, make_backbone
-from deepcluster_nb.train import Trainer, TrainConfig, seed_everything, resolve_config
+from deepcluster_nb.train import Trainer, TrainConfig, seed_everything, resolve_config, make_optimizer
 
 # %% [markdown]
+# This appendix measures the course's code rather than teaching a method: it answers "how long will the paper's run
+# take on my machine, and is the time spent in the model or in the data path?" It drives the trainer only through
+# its public pieces — `batches`, `train_step`, the method's hooks and `make_optimizer` — so what it times is what a
+# training run executes. From a shell:
+#
+# ```bash
+# python ci/bench_throughput.py --config small --device cpu --threads 1    # seconds; the test suite runs it
+# python ci/bench_throughput.py --config paper --device cuda               # CC's paper setting: ResNet-34 at 224 px
+# ```
+#
 # A contrastive clustering run processes two augmented views of every image for hundreds of epochs, so its cost is
 # counted in **views per second**. Two loops compute the same thing:
 #
@@ -128,11 +138,11 @@ def make_trainer(method:str, # a registered method
                  **overrides, # further TrainConfig fields (compile, data_on_device, hparams, amp, ...)
                 ) -> Trainer:
     "The Trainer of `method` for the configuration `bench`, on synthetic data, ready to step."
-    cfg = TrainConfig(method=method, dataset=bench.dataset, backbone=bench.backbone, stem=bench.stem,
-                      image_size=bench.image_size, batch_size=bench.batch_size, device=device, progress=False,
-                      eval_every=0, **overrides)
-    if n_images is None:
-        B = resolve_config(cfg, synthetic_data(8, 2))[0].batch_size   # the resolved batch size, before building anything
+    cfg = TrainConfig.parse(method=method, dataset=bench.dataset, backbone=bench.backbone, stem=bench.stem,
+                            image_size=bench.image_size, batch_size=bench.batch_size, device=device, progress=False,
+                            eval_every=0, **overrides)
+    if n_images is None:   # the resolved batch size, before building anything
+        B = resolve_config(cfg, synthetic_data(8, bench.source_px))[0].batch_size
         n_images = B * (max(bench.steps + bench.warmup, bench.ref_steps + bench.ref_warmup) + 1)
     return Trainer(cfg, synthetic_data(n_images, bench.source_px))
 
@@ -144,10 +154,10 @@ test_eq(_tr.x.dtype, torch.uint8)
 
 # %% [markdown]
 # ## Timing steps
-# The trainer's epoch loop reports each finished step to its progress bar (`bar.update(1)`). A `StepClock` passed
-# as the bar timestamps those calls. On a GPU the timestamps are CUDA events recorded into the stream: the host
-# does not wait, the loop runs exactly as in training, and the events measure the GPU's timeline, which is what
-# limits throughput. On the CPU they are wall-clock readings.
+# A `StepClock` timestamps the end of each step. It has the interface of a progress bar, so it can also be handed to
+# `trainer.train_epoch(bar=...)`, which reports each finished step with `bar.update(1)`. On a GPU the timestamps are
+# CUDA events recorded into the stream: the host does not wait, the loop runs exactly as in training, and the events
+# measure the GPU's timeline, which is what limits throughput. On the CPU they are wall-clock readings.
 
 # %%
 #| export
@@ -180,8 +190,11 @@ _d = _clock.step_seconds()
 test_eq(len(_d), 3); assert all(0.015 < d < 0.5 for d in _d), _d
 
 # %% [markdown]
-# `time_steps` runs the trainer's own epoch loop for `warmup + steps` optimiser steps and returns the durations
-# of the timed ones; epochs follow one another as in training.
+# `time_steps` runs what the trainer's epochs run — a permutation, its `batches` (slices of the images on the device,
+# or the host loader), and `train_step` (views, the method's loss, backward, optimiser step, the method's
+# `after_step`) for each training pass — for `warmup + steps` optimiser steps, and returns the durations of the timed
+# ones. It stops after exactly that many steps, wherever they fall in an epoch; epochs follow one another as in
+# training. A new run first gets the method's `on_train_start`, as `fit` gives it.
 
 # %%
 #| export
@@ -189,16 +202,20 @@ def time_steps(trainer:Trainer, # a trainer, e.g. from `make_trainer`
                steps:int, # timed steps
                warmup:int, # untimed steps first (compilation, cuDNN autotuning, allocator growth)
               ) -> list: # seconds per timed step
-    "Step the trainer's epoch loop and time each step after the warm-up."
-    c = trainer.cfg
-    if trainer.global_step == 0: seed_everything(c.seed, 10**6); trainer.method.on_train_start(trainer)
-    saved, target = c.max_steps, trainer.global_step + warmup + steps
-    c.max_steps = target
-    clock = StepClock(trainer.device)
-    try:
-        while trainer.global_step < target:
-            trainer._epoch(clock); trainer.epoch += 1
-    finally: c.max_steps = saved
+    "Run the trainer's batches and training steps, epoch after epoch, and time each step after the warm-up."
+    c, m = trainer.cfg, trainer.method
+    if trainer.global_step == 0: seed_everything(c.seed, 10**6); m.on_train_start(trainer.x, trainer.aug, c.seed)
+    target, clock = trainer.global_step + warmup + steps, StepClock(trainer.device)
+    m.train()
+    while trainer.global_step < target:
+        for head in m.train_heads:
+            batches = trainer.batches(torch.randperm(len(trainer.x), device=trainer.x.device))
+            for idx, xb in batches:
+                trainer.train_step(idx, xb, head); clock.update()
+                if trainer.global_step >= target: break
+            batches.close()
+            if trainer.global_step >= target: break
+        trainer.epoch += 1
     return clock.step_seconds()[warmup:]
 
 def views_per_step(trainer:Trainer) -> int:
@@ -268,7 +285,7 @@ def count_train_flops(trainer:Trainer, # supplies the method, backbone and batch
     "Count the FLOPs of one training step of a fresh copy of the trainer's method with FlopCounterMode."
     from torch.utils.flop_counter import FlopCounterMode
     c, C = trainer.cfg, trainer.train_data.x.shape[1]
-    backbone, feat_dim = make_backbone(c.backbone, C, c.stem == "small")
+    backbone, feat_dim = make_backbone(c.backbone, C, c.stem == "small", c.image_size)
     method = get_method(c.method)(backbone, feat_dim, c.n_clusters, **c.hparams).to(device)
     B, S = c.batch_size, c.image_size
     views = [torch.randn(B, C, S, S, device=device) for _ in range(method.n_views)]
@@ -289,11 +306,13 @@ def train_flops_per_view(trainer:Trainer) -> float:
 # passes (the backward pass computes gradients for the weights and, except at the input, for the activations):
 
 # %%
+from torch.utils.flop_counter import FlopCounterMode
+
+# %%
 _f_meta, _f_cpu = count_train_flops(_tr, "meta"), count_train_flops(_tr, "cpu")
 test_eq(_f_meta, _f_cpu)
-from torch.utils.flop_counter import FlopCounterMode
 with FlopCounterMode(display=False) as _fc:
-    _bb, _ = make_backbone("small_cnn", 3, True); _bb(torch.randn(2, 3, 16, 16))
+    _bb, _ = make_backbone("small_cnn", 3, True, 16); _bb(torch.randn(2, 3, 16, 16))
 _fwd = _fc.get_total_flops() / 2
 assert 2 * _fwd < train_flops_per_view(_tr) < 3.2 * _fwd, (train_flops_per_view(_tr), _fwd)
 
@@ -410,11 +429,10 @@ def reference_throughput(trainer:Trainer, # supplies the method, data, recipe an
     "Train a copy of the trainer's method in the official loop's style and return its views/s."
     c, dev = trainer.cfg, trainer.device
     C = trainer.train_data.x.shape[1]
-    method = get_method(c.method)(*make_backbone(c.backbone, C, c.stem == "small"), c.n_clusters, **c.hparams).to(dev)
-    method.on_train_start(trainer)
-    groups = method.param_groups(c.weight_decay)
-    opt = (torch.optim.Adam(groups, lr=c.lr) if c.optimizer == "adam"
-           else torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum))
+    method = get_method(c.method)(*make_backbone(c.backbone, C, c.stem == "small", c.image_size), c.n_clusters,
+                                  **c.hparams).to(dev)
+    seed_everything(c.seed, 10**6); method.on_train_start(trainer.x, trainer.aug, c.seed)
+    opt = make_optimizer(method, c.optimizer, c.lr, c.weight_decay, c.momentum, torch.device("cpu"))   # "cpu": not fused
     ds = PILViews(trainer.train_data.x, cc_pil_transform(trainer.aug_cfg), method.n_views,
                   c.image_size if method.needs_raw else None)
     loader = torch.utils.data.DataLoader(ds, batch_size=c.batch_size, shuffle=True, drop_last=True, num_workers=workers)
@@ -430,7 +448,7 @@ def reference_throughput(trainer:Trainer, # supplies the method, data, recipe an
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
-        method.after_step()
+        method.after_step(s + 1)
         out["loss"].item()
     return steps * c.batch_size * method.n_views / (time.perf_counter() - t0)
 
