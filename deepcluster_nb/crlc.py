@@ -18,7 +18,7 @@ from .data import PAPER_BENCHMARKS, DIGIT_DATASETS
 __all__ = ['CRITICS', 'CRLC_PAPER', 'CRLC_BENCHMARKS', 'CRLC_SETTINGS', 'critic', 'smooth', 'probability_contrastive_loss',
            'pc_logit_grad', 'critic_logit_grad', 'logit_clamp_penalty', 'cluster_regularisers', 'cluster_losses',
            'crlc_loss', 'ProbabilityBank', 'memory_bank_loss', 'MemoryBankContrast', 'knn_indices',
-           'NeighbourPositives', 'crlc_recipe', 'crlc_defaults', 'CRLC']
+           'NeighbourPositives', 'load_pretrained', 'crlc_recipe', 'crlc_defaults', 'CRLC']
 
 # %% ../nbs/09_crlc.ipynb #44868c96
 CRITICS = ("log_dot", "dot", "neg_l2", "neg_js")
@@ -257,6 +257,20 @@ class NeighbourPositives(nn.Module):
         nb = self.table[index, torch.randint(self.table.shape[1], index.shape, device=index.device)]
         return augment(x[nb.to(x.device)].to(index.device))
 
+# %% ../nbs/09_crlc.ipynb #ec8b4922
+def load_pretrained(model:nn.Module, # loaded in place
+                    path:str, # a run's checkpoint.pt, or any file holding {"model": state_dict} or a state dict
+                    prefixes:tuple=("backbone.", "rl_head."), # the parts to take from it
+                   ):
+    "Initialise the parts of `model` named by `prefixes` from a checkpoint (read with the trainer's safe `load_checkpoint`)."
+    from deepcluster_nb.train import load_checkpoint     # the layer above this one: imported when needed
+    state = load_checkpoint(path, map_location=next(model.parameters()).device)[0]
+    state = state.get("model", state)
+    keep = {k: v for k, v in state.items() if k.startswith(prefixes)}
+    missing = [k for k in model.state_dict() if k.startswith(prefixes) and k not in keep]
+    if missing: raise ValueError(f"{path} lacks {len(missing)} backbone/RL-head entries, e.g. {missing[0]}")
+    model.load_state_dict(keep, strict=False)
+
 # %% ../nbs/09_crlc.ipynb #b20557df
 def crlc_recipe(dataset:str, # dataset key
                 size:int, # training resolution
@@ -300,6 +314,9 @@ CRLC_SETTINGS = Settings(
             weight_decay=5e-4, schedule="constant"),
     setting(CRLC_BENCHMARKS, "App. A.7: batch 512, 2,000 epochs", batch_size=512, epochs=2000),
     setting(("imagenet10", "imagenet_dogs"), "App. A.7: 500 epochs suffice on ImageNet-10 and ImageNet-Dogs", epochs=500),
+    setting(("imagenet10", "imagenet_dogs"), "Sec. 5: 224-px crops of the ImageNet subsets; ours: the standard ResNet "
+            "stem at that size", image_size=224, stem="imagenet"),
+    setting("stl10", "App. A.6: the 100,000 unlabelled images, with the training set, train the RL head", unlabeled=True),
     setting(CRLC_BENCHMARKS, "Sec. 5: 128-d RL-head output, τ = 0.1, 10 C-subheads; App. A.7: λ₁ = 1, λ₂ = 10; App. A.5: "
             "γ = 0.01, logits within [−25, 25]", hparams=dict(z_dim=128, tau=0.1, n_subheads=10, lambda_1=1.0, lambda_2=10.0,
                                                             smoothing=0.01, logit_bound=25.0)),
@@ -322,6 +339,7 @@ def crlc_defaults(dataset:str) -> dict:
 class CRLC(ClusterMethod):
     "CRLC: NT-Xent on the RL-head + log-dot probability contrast and batch entropy on H C-subheads; memory-bank and two-stage options."
     name, paper, settings = "crlc", CRLC_PAPER, CRLC_SETTINGS
+    unlabeled_heads = {"features": "all"}   # STL-10: a pass of λ₂ L_FC over the unlabelled and the training images
     def __init__(self, backbone, feat_dim, n_clusters,
                  n_subheads:int=10, # H, C-subheads whose clustering losses are averaged
                  hidden:int=512, # hidden width of each C-subhead (feature → hidden → C)
@@ -386,6 +404,9 @@ class CRLC(ClusterMethod):
             self._track(cl)
             return {"loss": cl.mean(), "cluster": cl.mean().detach()}
         h_a, h_b = self.features(*batch.views[:2])
+        if head == "features":                           # unlabelled images: the RL head alone (App. A.6)
+            l_fc = nt_xent(self.gather(self.rl_head(h_a)), self.gather(self.rl_head(h_b)), hp["tau"])
+            return {"loss": hp["lambda_2"] * l_fc, "feature_contrast": l_fc.detach()}
         z_a, z_b, u_a, u_b = self.gather(self.rl_head(h_a)), self.gather(self.rl_head(h_b)), self._logits(h_a), self._logits(h_b)
         if self.memory is None:                          # Eq. 11
             loss, terms = crlc_loss(z_a, z_b, u_a, u_b, lambda_2=hp["lambda_2"], tau=hp["tau"], smoothing=hp["smoothing"],
@@ -408,10 +429,10 @@ class CRLC(ClusterMethod):
     def on_train_start(self, images:torch.Tensor, augment, seed:int):
         "A new run: load `pretrained`, size the memory bank, build the neighbour table from the RL-head's features."
         dev = self.subhead_loss.device
-        if self.hparams["pretrained"]: self.load_pretrained(self.hparams["pretrained"])
+        if self.hparams["pretrained"]: load_pretrained(self, self.hparams["pretrained"])
         if self.memory is not None: self.memory.reset(len(images))
         if self.neighbours is not None:
-            from deepcluster_nb.train import predict        # the trainer's layer (see above)
+            from deepcluster_nb.train import predict        # the layer above this one: imported when needed
             z = predict(self, images, augment, device=dev, keys=("z",))["z"]
             self.neighbours.attach(images, augment); self.neighbours.build(torch.from_numpy(z).to(dev))
 
@@ -422,16 +443,6 @@ class CRLC(ClusterMethod):
     def after_step(self, step:int):
         "Eq. 10 after the optimiser step: the bank's rows of this batch move towards the new predictions."
         if self.memory is not None: self.memory.update()
-
-    def load_pretrained(self, path:str):
-        "Initialise the backbone and the RL-head from a checkpoint, read with the trainer's safe `load_checkpoint`."
-        from deepcluster_nb.train import load_checkpoint    # the trainer's layer (see above)
-        state = load_checkpoint(path, map_location=self.subhead_loss.device)[0]
-        state, parts = state.get("model", state), ("backbone.", "rl_head.")
-        keep = {k: v for k, v in state.items() if k.startswith(parts)}
-        missing = [k for k in self.state_dict() if k.startswith(parts) and k not in keep]
-        if missing: raise ValueError(f"{path} lacks {len(missing)} backbone/RL-head entries, e.g. {missing[0]}")
-        self.load_state_dict(keep, strict=False)
 
     def forward(self, x):
         h = self.backbone(x)

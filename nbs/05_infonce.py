@@ -120,6 +120,8 @@ def gaussian_log_ratio(u, v, rho):
 
 # %%
 from torch.distributions import MultivariateNormal, Normal
+
+# %%
 _g = torch.Generator().manual_seed(0)
 _x, _y = gaussian_pairs(5, 3, 0.7, _g)
 _cov = torch.eye(6, dtype=torch.float64); _cov[:3, 3:] = _cov[3:, :3] = 0.7 * torch.eye(3, dtype=torch.float64)

@@ -45,6 +45,8 @@ from deepcluster_nb.data import PAPER_BENCHMARKS, DIGIT_DATASETS
 
 # %%
 import matplotlib.pyplot as plt
+
+# %%
 _Y = torch.softmax(torch.randn(8, 3) * 2, 1)
 fig, axs = plt.subplots(1, 2, figsize=(7, 3))
 for ax, (title, hl) in zip(axs, [("row i: image i's soft label", "row"), ("column k: cluster k over the batch", "col")]):
@@ -254,6 +256,8 @@ def cc_defaults(dataset:str) -> dict:
 
 # %%
 import pandas as pd
+
+# %%
 pd.DataFrame(CC_SETTINGS.table(["cifar10", "stl10", "digits", "usps"],
                                ["backbone", "image_size", "batch_size", "lr", "epochs"])).set_index("dataset")
 

@@ -36,6 +36,8 @@ from deepcluster_nb.metrics import score_assignments, matched_confusion
 import tempfile
 from deepcluster_nb.models import available_methods
 from deepcluster_nb.cc import CC
+
+# %%
 _data = load_dataset("digits")
 
 # %% [markdown]

@@ -27,6 +27,8 @@ import torch
 import math
 import numpy as np
 import matplotlib.pyplot as plt
+
+# %%
 torch.manual_seed(0);
 
 # %% [markdown]

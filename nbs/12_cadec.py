@@ -37,6 +37,8 @@ from deepcluster_nb.metrics import clustering_scores, kmeans_fit, kmeans_labels
 # %%
 import math, time, tempfile
 import matplotlib.pyplot as plt
+
+# %%
 torch.manual_seed(0);
 
 # %% [markdown]
@@ -83,6 +85,8 @@ torch.manual_seed(0);
 
 # %%
 from deepcluster_nb.cc import instance_loss
+
+# %%
 _z1, _z2 = torch.randn(16, 128), torch.randn(16, 128)
 _sim = F.normalize(torch.cat([_z1, _z2]), dim=1) @ F.normalize(torch.cat([_z1, _z2]), dim=1).t() / 0.5
 _ref = -sum(torch.log_softmax(_sim[i].masked_fill(torch.arange(32) == i, float("-inf")), 0)[(i + 16) % 32] for i in range(32)) / 32
@@ -223,6 +227,8 @@ def backbone_embeddings(backbone:nn.Module, # the feature extractor f
 from deepcluster_nb.data import load_dataset
 from deepcluster_nb.augment import BatchAugment
 from deepcluster_nb.train import channel_stats
+
+# %%
 _digits = load_dataset("digits")
 _aug = BatchAugment(cc_recipe("digits", 8), *channel_stats(_digits.train.x))
 _bb, _fd = make_backbone("small_cnn", 1)
@@ -258,6 +264,8 @@ test_close(kmeans_centers(_blobs, 3, seed=1).sort(0).values, _c.sort(0).values, 
 
 # %%
 from deepcluster_nb.metrics import cluster_accuracy
+
+# %%
 _c = kmeans_centers(_h, 10)
 _init_acc = cluster_accuracy(_digits.train.y, student_t_assignment(_h, _c).argmax(1).numpy())
 print(f"ACC of the initial centres (untrained backbone): {_init_acc:.3f}")
@@ -381,6 +389,8 @@ def cadec_defaults(dataset:str) -> dict:
 
 # %%
 import pandas as pd
+
+# %%
 pd.DataFrame(CADEC_SETTINGS.table(["cifar10", "tiny_imagenet", "digits", "usps", "custom"],
                                   ["backbone", "image_size", "lr", "batch_size", "epochs", "hparams.weights"])).set_index("dataset")
 
@@ -522,6 +532,8 @@ assert cadec_evaluate is cadec_scores and _m.training                    # the o
 
 # %%
 from deepcluster_nb.train import Trainer, TrainConfig, resolve_config, plot_history
+
+# %%
 with tempfile.TemporaryDirectory() as _t:
     _t0 = time.time()
     _tr = Trainer(TrainConfig(method="cadec", dataset="digits", seed=0, progress=False, out_dir=_t), _digits)
@@ -589,6 +601,8 @@ for _hp in [dict(weights="paper"), dict(weights="code"), dict(anchor="jsd"), dic
 
 # %%
 from deepcluster_nb.data import ClusterData
+
+# %%
 def _stand_in(name, k, side):
     "Two blank images standing for benchmark `name` with `k` classes of `side` px: enough for `resolve_config`."
     img = ImageData(torch.zeros(2, 3, side, side, dtype=torch.uint8), np.zeros(2, dtype=np.int64), [str(i) for i in range(k)])

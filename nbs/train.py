@@ -21,6 +21,8 @@ from typing import Optional, Union
 import pandas as pd
 from IPython.display import Image, display
 from deepcluster_nb.train import Trainer, config_from_namespace
+
+# %%
 _before = set(globals()) | {"_before"}   # every name defined after this line is a parameter
 
 # %% tags=["parameters"]

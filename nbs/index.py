@@ -1,0 +1,246 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: python3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # deepcluster_nb
+# > A notebook-first course and library on contrastive deep clustering (CC, DCDC, CRLC, TCC, CADEC) in PyTorch
+
+# %% [markdown]
+# Each method is a chapter that derives its loss step by step — equation, then the code that implements it, then a
+# check that could fail (a per-sample loop that mirrors the printed equation, an analytic gradient against autograd, a
+# bound on a toy with known mutual information) — and the same notebooks export the `deepcluster_nb` package, so one
+# harness trains any method on any benchmark:
+#
+# ```bash
+# papermill nbs/train.ipynb out.ipynb -p method cc -p dataset cifar10
+# ```
+#
+# | method | paper | chapter |
+# |---|---|---|
+# | `cc` | Li et al., *Contrastive Clustering*, AAAI 2021 | [`06_cc`](06_cc.ipynb) |
+# | `dcdc` | Dang et al., *Doubly Contrastive Deep Clustering* | [`08_dcdc`](08_dcdc.ipynb) |
+# | `crlc` | Do et al., *Clustering by Maximizing Mutual Information Across Views*, ICCV 2021 | [`09_crlc`](09_crlc.ipynb) |
+# | `tcc` | Shen et al., *You Never Cluster Alone*, NeurIPS 2021 | [`10_tcc`](10_tcc.ipynb) |
+# | `cadec` | Sundareswaran et al., *Cluster Analysis with Deep Embeddings and Contrastive Learning*, 2021 | [`11_dec`](11_dec.ipynb) (DEC's maths), [`12_cadec`](12_cadec.ipynb) |
+#
+# Benchmarks: CIFAR-10, CIFAR-100 (20 superclasses), STL-10, ImageNet-10, ImageNet-Dogs, Tiny-ImageNet, plus MNIST,
+# USPS, any ImageFolder or `.npz`, and scikit-learn's digits, which ship offline and are the default. Metrics: ACC
+# (one-to-one Hungarian matching), NMI, ARI.
+
+# %% [markdown]
+# ## Quick start
+#
+# Two commands, on a machine with Python ≥ 3.10 and access to the Python package index (no GPU, no dataset
+# download). Train CC on the digits and print ACC/NMI/ARI:
+#
+# ```bash
+# bash ci/setup.sh && .venv/bin/papermill nbs/train.ipynb runs/cc_digits.ipynb -p method cc -p progress False --log-output
+# ```
+#
+# Run every test (each notebook, trimmed papermill runs of every method, a real-learning run, kill-and-resume, the
+# course site in a browser):
+#
+# ```bash
+# bash ci/test.sh
+# ```
+#
+# `ci/setup.sh` creates `.venv` and installs the pinned stack from `settings.ini` (nbdev 2.4.14 with fastcore < 2 and
+# execnb < 0.2, because nbdev 3 no longer reads `settings.ini`; torch 2.13 and torchvision 0.28) and creates `runs/`.
+# The run writes its folder `runs/cc_digits_s0/` (see *Runs* below) and the executed notebook `runs/cc_digits.ipynb`.
+
+# %% [markdown]
+# ## The course
+#
+# The chapters, in reading order; each exports the module named beside it. Read them with their outputs on the
+# course site (`bash ci/site.sh`, see [below](#the-course-site)).
+#
+# | notebook | module | what it teaches |
+# |---|---|---|
+# | [`01_metrics`](01_metrics.ipynb) | `metrics` | ACC by Hungarian matching (and the many-to-one variant, labelled as such), NMI, ARI |
+# | [`02_data`](02_data.ipynb) | `data` | every benchmark as one in-memory `uint8` tensor; offline errors that name the files |
+# | [`03_augment`](03_augment.ipynb) | `augment` | SimCLR-family augmentation with per-image parameters, batched on CPU or GPU |
+# | [`04_models`](04_models.ipynb) | `models` | ResNet backbones (ImageNet or small-image stem), a small CNN, heads, momentum encoder, queue, the method interface |
+# | [`05_infonce`](05_infonce.ipynb) | `infonce` | InfoNCE from first principles: the bound, the optimal critic, NT-Xent and its gradient |
+# | [`06_cc`](06_cc.ipynb) | `cc` | Contrastive Clustering, Eq. 1–7, and where the official code departs from the paper |
+# | [`07_train`](07_train.ipynb) | `train` | the one trainer: configuration, seeds, evaluation, atomic checkpoints, exact resume |
+# | [`08_dcdc`](08_dcdc.ipynb) | `dcdc` | DCDC: sample and class views of one probability matrix, the official loss, affinity matrices |
+# | [`09_crlc`](09_crlc.ipynb) | `crlc` | CRLC: the log-of-dot-product critic, the critic gradient analysis, memory bank and two-stage options |
+# | [`10_tcc`](10_tcc.ipynb) | `tcc` | TCC: set representations of clusters, the cluster and instance queues, the ELBO by Jensen, Gumbel-softmax |
+# | [`11_dec`](11_dec.ipynb) | `dec` | DEC: Student's t assignment, the target distribution and its gradients, the anchor loss |
+# | [`12_cadec`](12_cadec.ipynb) | `cadec` | CADEC: CC's instance contrast with DEC-style centres and the anchor loss; paper against code weights |
+#
+# The appendices: the engineering around the course, each exporting a module too.
+#
+# | notebook | module | what it covers |
+# |---|---|---|
+# | [`A1_augment_kernels`](A1_augment_kernels.ipynb) | `augment_kernels` | the batched augmentation kernels: crop and flip as matrix products, per-image colour jitter, blur and affine warps, each checked against torchvision |
+# | [`A2_report`](A2_report.ipynb) | `report` | evaluate any checkpoint: confusion matrix, cluster sizes and collapse, t-SNE, galleries, comparison with the papers |
+# | [`A3_bench`](A3_bench.ipynb) | `bench` | the throughput benchmark and the official-style reference loop |
+# | [`A4_distributed`](A4_distributed.ipynb) | `distributed` | data-parallel training with DDP and `torchrun`, and why gathered losses give exact gradients |
+# | [`A5_cli`](A5_cli.ipynb) | `cli` | the command line, `python -m deepcluster_nb train` and `report`, generated from the training configuration |
+# | [`A5_main`](A5_main.ipynb) | `__main__` | what `python -m deepcluster_nb` runs |
+#
+# The run notebooks, parameterised for papermill:
+#
+# | notebook | what it runs |
+# |---|---|
+# | [`train`](train.ipynb) | the papermill entry point for training |
+# | [`report`](report.ipynb) | the papermill entry point for the run report |
+#
+# Open them in JupyterLab (`.venv/bin/jupyter lab nbs/`). Every notebook is paired with a `py:percent` twin
+# (`nbs/NAME.py`, via `jupytext.toml`) so that changes read as text; edit either, then `jupytext --sync nbs/NAME.ipynb`,
+# `nbdev_export` and `nbdev_clean`. The package in `deepcluster_nb/` is generated: never edit it by hand. This page is
+# `nbs/index.ipynb` too: `README.md` is generated from it by `python ci/readme.py`, and a test fails when the two
+# differ.
+
+# %% [markdown]
+# ## Runs
+#
+# `nbs/train.ipynb` is parameterised: `papermill nbs/train.ipynb --help-notebook` lists every parameter with its help
+# text. Parameters left at `auto` take the method's paper settings for the benchmark (CC: ResNet-34 with the ImageNet
+# stem at 224 px, Adam 3e-4, batch 256, 1,000 epochs); on the digit datasets they take small CPU settings.
+#
+# ```bash
+# # the paper's CC run on CIFAR-10 (GPU)
+# papermill nbs/train.ipynb runs/cc_cifar10.ipynb -p method cc -p dataset cifar10
+# # native resolution with the small-image stem
+# papermill nbs/train.ipynb runs/cc_cifar10_32.ipynb -p method cc -p dataset cifar10 -p image_size native -p stem small
+# # method hyperparameters
+# papermill nbs/train.ipynb out.ipynb -p method cc -y "hparams: {tau_i: 0.5, tau_c: 1.0}"
+# # continue a run that was stopped
+# papermill nbs/train.ipynb out.ipynb -p method cc -p dataset cifar10 -p resume True
+# ```
+#
+# A run folder (`out_dir`, default `runs/{method}_{dataset}_s{seed}`) holds `config.json` (the resolved
+# configuration), `history.csv`/`history.json` (losses per epoch, ACC/NMI/ARI and cluster usage at each evaluation),
+# `checkpoint.pt` (written atomically after every epoch), `metrics.json` (the final model's metrics — never a
+# best-by-label checkpoint), `training_curves.png` and `confusion.png`. The run report adds t-SNE maps, per-cluster
+# galleries, cluster sizes with a collapse warning, k-means on the learned features and the papers' numbers beside yours:
+#
+# ```bash
+# papermill nbs/report.ipynb runs/cc_digits_report.ipynb -p run_dir runs/cc_digits_s0
+# ```
+#
+# The same run from Python:
+#
+# ```python
+# from deepcluster_nb.train import Trainer, TrainConfig
+# metrics = Trainer(TrainConfig(method="cc", dataset="digits")).fit()
+# ```
+#
+# Datasets and where to put them offline: [`data/README.md`](../data/README.md).
+
+# %% [markdown]
+# ## Measured results
+#
+# <!-- results:start -->
+# Every figure here comes from the command next to it; nothing is copied from the papers (the papers' own numbers
+# are stored in `deepcluster_nb.report` and shown beside a run by `nbs/report.ipynb`).
+#
+# **CC on scikit-learn's digits** (the quick-start command, defaults: small CNN, batch 128, Adam 2e-3, 80 epochs,
+# seed 0, CPU): ACC **0.8676**, NMI **0.8521**, ARI **0.7952** (k-means on the raw pixels: ACC 0.79, NMI 0.74).
+# `tests/test_train.py::test_cc_learns_digits_with_the_readme_defaults` re-runs this configuration in CI and
+# requires ACC ≥ 0.85 and NMI ≥ 0.80. The run report of that run
+# (`papermill nbs/report.ipynb runs/cc_digits_report.ipynb -p run_dir runs/cc_digits_s0`) also clusters the learned
+# 512-d backbone features with k-means (n_init 10, features L2-normalised): ACC 0.9599, NMI 0.9265, ARI 0.9157 — the
+# representation separates the digits better than the cluster head's argmax does after 80 epochs.
+#
+# The method chapters train each method on digits inside the notebook and assert that it beats k-means on raw pixels;
+# the numbers each chapter measured are printed there. TCC on digits (`nbs/10_tcc.ipynb`, digits settings: τ = 0.5,
+# m = 0.9, α = 0.3, marginal entropy, 80 epochs, one CPU thread): ACC 0.901 / 0.821 / 0.722 / 0.796 for seeds 0–3
+# with the prototypes' argmax, 0.93–0.97 with k-means on its features; Eq. 8 as printed (per-sample entropy) gave
+# 0.674 / 0.682 / 0.732 on seeds 0–2.
+# On the real USPS digits (`<data root>/usps.npz`, all 9,298 images, 16 px), the same settings for 100 epochs
+# (`DEEPCLUSTER_DATA=... papermill nbs/train.ipynb runs/tcc_usps.ipynb -p method tcc -p dataset usps`, seed 0, one
+# CPU thread, 1,754 s): ACC 0.695, NMI 0.673, ARI 0.542, only just above k-means on the raw pixels (scikit-learn,
+# `n_init=10`, seed 0: ACC 0.667, NMI 0.625, ARI 0.544): those settings were chosen on the 8×8 digits alone. GPU runs
+# with the papers' settings on the six benchmarks are still to be measured: nothing in this README claims a
+# reproduction of a paper's table.
+# <!-- results:end -->
+
+# %% [markdown]
+# ## Data-parallel training
+#
+# Every batch-wide loss goes through one gather (`deepcluster_nb.distributed.gather_with_grad`), so a run scales out
+# with PyTorch's DDP under `torchrun`; the global batch is split evenly over the processes and process 0 evaluates
+# and writes the run folder:
+#
+# ```bash
+# torchrun --standalone --nproc_per_node 2 -m deepcluster_nb.distributed method=cc dataset=cifar10 batch_size=256
+# ```
+#
+# `tests/test_distributed.py` runs two CPU processes on the gloo backend and checks that the gathered loss gives
+# exactly the single-process gradient (max. abs. difference 1.2e-7 in our run) and that a 2-process training run
+# completes.
+
+# %% [markdown]
+# ## Speed
+#
+# `python ci/bench_throughput.py --config {small,paper,native} --device {cpu,cuda}` times, in one process, our training
+# pipeline (uint8 data on the device, batched per-image augmentation, bf16, channels-last, fused optimiser, no host
+# synchronisation inside an epoch) against a loop written like the official CC code (PIL transforms in DataLoader
+# workers, FP32, two forward passes, `loss.item()` every step). It prints one `name: value` line per figure:
+# end-to-end and model-only views/s, pipeline efficiency, MFU from counted FLOPs, projected hours for the paper's
+# epochs, the reference loop and our speed-up over it, and augmentation alone at 32 px (batched against per-image PIL).
+#
+# CPU, augmentation alone at 32 px (CIFAR-10 recipe, a 2-core machine that was shared with other jobs, three runs each):
+# - `python ci/bench_throughput.py --config small --device cpu --threads 1`: batched 7,072–7,490 views/s, PIL
+#   1,391–1,535 views/s, ratio 4.9–5.1×.
+# - `python ci/bench_throughput.py --config small --device cpu --threads 2` (two runs): batched 5,535–6,238 views/s,
+#   PIL 1,675–1,721 views/s, ratio 3.2–3.7×.
+#
+# GPU figures are still to be measured: `python ci/bench_throughput.py --config paper --device cuda` (CC, ResNet-34
+# at 224 px, against the official-style loop) and `python ci/bench_throughput.py --config native --device cuda`
+# (ResNet-34, small stem, 32 px). Add `--compile` or `--hparams '{"joint_forward": true}'` to compare those options.
+# On a small CPU, single-threaded torch (`OMP_NUM_THREADS=1`) is often faster when other jobs share the cores.
+
+# %% [markdown]
+# ## The course site
+#
+# Every notebook with its outputs — figures, printed checks, tables, the `show_doc` entries of the API, and the
+# equations typeset — as static pages with a chapter sidebar and previous/next links, built by one command:
+#
+# ```bash
+# bash ci/site.sh    # -> _site/index.html: open it from the file system, or copy _site/ to any static host
+# ```
+#
+# The pages show the outputs of the notebook tests: `tests/test_notebooks.py` runs each notebook exactly as
+# `nbdev_test` does (`IN_TEST=1` in the kernel, cells flagged `#| slow` or `#| gpu` and `#| eval: false` cells
+# skipped, working directory `nbs/`) through `ci/execute.py`, which keeps the executed copy in `build/executed/`.
+# The site build renders those copies instead of running the notebooks again, so after `bash ci/test.sh` it takes
+# seconds; a chapter whose copy is missing or older than its notebook (or the package) is run first
+# (`bash ci/site.sh --keep-stale` shows an older copy instead, with a note: a quick preview while editing). CI builds the
+# site right after the notebook tests and opens every page in headless Chromium (`tests/test_site.py`): no raw LaTeX
+# left, no KaTeX error, every image loaded, every internal link resolved, every chapter in the sidebar; screenshots
+# of the front page and of a derivation chapter are written to `build/site-test/`.
+#
+# **Why this toolchain.** nbdev's own docs commands (`nbdev_docs`, `nbdev_preview`, `nbdev_readme`) need Quarto,
+# which is neither a Python nor an npm package and cannot be installed from the package registries. The site uses
+# three maintained pieces that come from them: nbconvert (Jupyter's own converter, already installed with JupyterLab)
+# with one Jinja template for the pages, markdown-it-py (already installed with jupytext) for the markdown cells and
+# the `show_doc` entries, and KaTeX from npm (`ci/site/package.json`), which typesets every equation to HTML and
+# MathML while the site is built, so a page needs no script, no CDN and no network to show its mathematics. Sphinx
+# with MyST-NB would do the same job with a dozen more Python packages and a second execution cache, and its
+# mathematics would still need a local MathJax or KaTeX. Where Quarto is installed, nbdev's own path works too:
+# run `.venv/bin/nbdev_docs` from the virtualenv (a global nbdev may be nbdev 3, which no longer reads
+# `settings.ini`). The notebooks pass nbdev's doc processing (`nbdev_proc_nbs`), which `tests/test_notebooks.py`
+# checks for every notebook.
+#
+# **Outputs stay out of git.** nbdev would keep outputs in the committed notebooks; we do not
+# (`tests/test_notebooks.py` fails on a notebook with outputs): the notebooks and their `.py` twins then diff as
+# text, a figure drawn again on another machine or with another library version is not a change, the repository does
+# not grow by a copy of every figure at every edit, and several people can edit one chapter without conflicts in
+# base64 images. A reader sees the outputs on the site, made from the code of the same commit; on the code host a
+# notebook shows its text, equations and code.
+
+# %% [markdown]
+# ## Layout
+#
+# `settings.ini` (nbdev), `nbs/` (the course; `nbs/index.ipynb` is this page), `deepcluster_nb/` (generated
+# package), `data/` (data root), `ci/` (setup, test, site and benchmark scripts), `tests/` (pytest), `.ci/run` (CI
+# entry: `bash ci/test.sh`). Git ignores `runs/`, `build/` (executed notebooks) and `_site/` (the built site).
