@@ -12,15 +12,16 @@ import torch
 from .data import ImageData
 from .metrics import (clustering_scores, cluster_sizes, match_clusters, matched_confusion, collapse_warnings,
                                     COLLAPSE_SHARE, kmeans_labels, sklearn_threads)
-from .models import get_method
+from .models import get_method, available_methods
+from .data import PAPER_BENCHMARKS
 from .train import Trainer, TrainConfig, predict, plot_history, plot_confusion, write_json, load_checkpoint
 
 # %% auto #0
-__all__ = ['EVALUATIONS', 'CHECKPOINT_KEYS', 'SUMMARY_KEYS', 'paper_results', 'paper_info', 'find_checkpoint', 'RunMismatch',
-           'EvalTrainer', 'Run', 'load_run', 'run_outputs', 'clustering_metrics', 'save_figure', 'plot_cluster_sizes',
-           'tsne_embedding', 'cluster_colours', 'plot_tsne', 'gallery_indices', 'plot_gallery', 'cluster_gallery',
-           'comparison_rows', 'markdown_table', 'summarize_reports', 'run_info', 'run_summary', 'report_figures',
-           'write_report']
+__all__ = ['EVALUATIONS', 'SETTINGS_FIELDS', 'CHECKPOINT_KEYS', 'SUMMARY_KEYS', 'paper_results', 'paper_info', 'settings_matrix',
+           'find_checkpoint', 'RunMismatch', 'EvalTrainer', 'Run', 'load_run', 'run_outputs', 'clustering_metrics',
+           'save_figure', 'plot_cluster_sizes', 'tsne_embedding', 'cluster_colours', 'plot_tsne', 'gallery_indices',
+           'plot_gallery', 'cluster_gallery', 'comparison_rows', 'markdown_table', 'summarize_reports', 'run_info',
+           'run_summary', 'report_figures', 'write_report']
 
 # %% ../nbs/A2_report.ipynb #693f1316
 EVALUATIONS = {"head": "cluster head", "kmeans": "k-means on features"}
@@ -39,6 +40,25 @@ def paper_info(method:str) -> dict|None:
     "The method's paper without its numbers (cite, short, epochs, epochs_from, note); None when it names no paper."
     p = get_method(method).paper
     return None if p is None else {k: getattr(p, k) for k in ("cite", "short", "epochs", "epochs_from", "note")}
+
+# %% ../nbs/A2_report.ipynb #8e5b5a3e
+SETTINGS_FIELDS = ("backbone", "stem", "image_size", "batch_size", "optimizer", "lr", "weight_decay", "epochs", "protocol",
+                   "unlabeled", "augment")
+
+def settings_matrix(methods=None, # methods (default: every registered one)
+                    datasets=PAPER_BENCHMARKS, # dataset keys
+                    fields=SETTINGS_FIELDS, # settings to show
+                    sources:bool=True, # each cell "value (source)"; False: the value only
+                   ) -> list: # one dict per (method, dataset)
+    "Every method's settings for every dataset, from the methods' settings tables."
+    show = lambda v: getattr(v, "__name__", str(v))
+    rows = []
+    for m in methods or available_methods():
+        for d in datasets:
+            src = get_method(m).settings.sourced(d)
+            rows.append({"method": m, "dataset": d, **{f: (f"{show(src[f][0])} ({src[f][1]})" if sources else src[f][0])
+                                                      if f in src else "" for f in fields}})
+    return rows
 
 # %% ../nbs/A2_report.ipynb #2f7f4165
 def find_checkpoint(run:str|Path, # a run directory holding checkpoint.pt, or a checkpoint file

@@ -140,8 +140,11 @@ def config_from_namespace(ns:dict, # the notebook's globals after the parameters
 
 # %% ../nbs/07_train.ipynb #33c80eb1
 def dataset_key(name:str) -> str:
-    "The key under which settings tables look up a dataset: the benchmark name, or 'custom'."
-    return name if name in DATASETS else "custom"
+    "The key under which settings tables look up a dataset: the benchmark name (also for NAME_test, one split of it), or 'custom'."
+    stem = Path(str(name)).stem
+    if stem in DATASETS: return stem
+    if stem.endswith("_test") and stem[:-5] in DATASETS: return stem[:-5]
+    return "custom"
 
 GLOBAL_DEFAULTS = dict(protocol="paper", unlabeled=False, backbone="resnet18", stem="small", image_size="native", epochs=100, batch_size=256,
                        optimizer="adam", lr=3e-4, weight_decay=0.0, schedule="constant", warmup_epochs=0)

@@ -246,8 +246,11 @@ test_eq(_papermill_type("int | str | None"), "Optional[Union[int, str]]"); test_
 # %%
 #| export
 def dataset_key(name:str) -> str:
-    "The key under which settings tables look up a dataset: the benchmark name, or 'custom'."
-    return name if name in DATASETS else "custom"
+    "The key under which settings tables look up a dataset: the benchmark name (also for NAME_test, one split of it), or 'custom'."
+    stem = Path(str(name)).stem
+    if stem in DATASETS: return stem
+    if stem.endswith("_test") and stem[:-5] in DATASETS: return stem[:-5]
+    return "custom"
 
 GLOBAL_DEFAULTS = dict(protocol="paper", unlabeled=False, backbone="resnet18", stem="small", image_size="native", epochs=100, batch_size=256,
                        optimizer="adam", lr=3e-4, weight_decay=0.0, schedule="constant", warmup_epochs=0)
@@ -306,6 +309,9 @@ def resolve_config(cfg:TrainConfig, data:ClusterData) -> tuple[TrainConfig, Augm
 
 # %%
 show_doc(resolve_config)
+
+# %%
+test_eq([dataset_key(n) for n in ("cifar10", "mnist_test", "/data/usps.npz", "my_photos")], ["cifar10", "mnist", "usps", "custom"])
 
 # %%
 _c, _a = resolve_config(TrainConfig(), _data)

@@ -422,6 +422,8 @@ DCDC_SETTINGS = Settings(
             "MNIST and USPS)", backbone="small_cnn", stem="small", image_size="native", optimizer="adam", lr=2e-3,
             weight_decay=0.0, batch_size=128, epochs=20, augment=dcdc_recipe),
     setting("digits", "ours: batch 64 for 12 epochs (measured above)", batch_size=64, epochs=12),
+    setting("usps", "ours: 8 epochs of 72 steps with a cosine decay, the budget of the results grid (a CPU run of a few minutes)", epochs=8, schedule="cosine"),
+    setting("mnist", "ours: 4 epochs of 78 steps on the 10,000 test digits with a cosine decay, the budget of the results grid", epochs=4, schedule="cosine"),
 )
 
 # %% [markdown]

@@ -1087,6 +1087,8 @@ CRLC_SETTINGS = Settings(
             image_size="native", optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=128, epochs=50, augment=crlc_recipe),
     setting("digits", "ours: batch 32, 12 epochs (672 steps): at batch 64 or 128 several subheads kept two digits merged "
             "(§10)", batch_size=32, epochs=12),
+    setting("usps", "ours: 30 epochs of 72 steps with a cosine decay, the budget of the results grid (a CPU run of a few minutes)", epochs=30, schedule="cosine"),
+    setting("mnist", "ours: 15 epochs of 78 steps on the 10,000 test digits with a cosine decay, the budget of the results grid", epochs=15, schedule="cosine"),
 )
 
 def crlc_defaults(dataset:str) -> dict:

@@ -321,6 +321,11 @@ CADEC_SETTINGS = Settings(
     setting(DIGIT_DATASETS, "ours: the small CNN at native size on CPU, lr 2e-3 as for CC on digits", backbone="small_cnn",
             stem="small", image_size="native", optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=128, epochs=100),
     setting("digits", "ours: 1,797 images give 14 steps per epoch", epochs=60),
+    setting("digits", "ours: centres again from k-means after 10 epochs of training (ACC 0.84/0.82 → 0.95/0.95 on seeds 0/1; "
+            "DEC itself clusters a pretrained embedding)", hparams=dict(init_step=140)),
+    setting(("usps", "mnist"), "ours: centres again from k-means after 300 steps", hparams=dict(init_step=300)),
+    setting("usps", "ours: 20 epochs of 72 steps with a cosine decay, the budget of the results grid (a CPU run of a few minutes)", epochs=20, schedule="cosine"),
+    setting("mnist", "ours: 15 epochs of 78 steps on the 10,000 test digits with a cosine decay, the budget of the results grid", epochs=15, schedule="cosine"),
 )
 
 @register_method
@@ -332,16 +337,21 @@ class CADEC(ClusterMethod):
     column_contrast = False   # the losses compare rows (images), never the K columns: a batch may be smaller than K
     def __init__(self, backbone, feat_dim, n_clusters, tau:float=0.5, z_dim:int=128, dof:float=1.0,
                  weights:str|tuple="paper", anchor:str="raw", init_images:int=20000, kmeans_restarts:int=10,
-                 init_batch_size:int=128):
+                 init_batch_size:int=128,
+                 init_step:int=0, # also re-initialise the centres by k-means after this many steps (0: only at the start)
+                ):
         if isinstance(weights, str) and weights not in LOSS_WEIGHTS:
             raise ValueError(f"weights must be one of {', '.join(LOSS_WEIGHTS)} or three numbers (α, β, γ), got {weights!r}")
         if not isinstance(weights, str) and len(weights) != 3: raise ValueError(f"weights needs three numbers (α, β, γ), got {weights!r}")
         if anchor not in ANCHORS: raise ValueError(f"Unknown anchor {anchor!r}. Valid: {', '.join(ANCHORS)}")
         super().__init__(backbone, feat_dim, n_clusters, tau=tau, z_dim=z_dim, dof=dof, weights=weights, anchor=anchor,
-                         init_images=init_images, kmeans_restarts=kmeans_restarts, init_batch_size=init_batch_size)
+                         init_images=init_images, kmeans_restarts=kmeans_restarts, init_batch_size=init_batch_size,
+                         init_step=init_step)
         self.w = tuple(float(v) for v in (LOSS_WEIGHTS[weights] if isinstance(weights, str) else weights))
         self.instance_projector = instance_projector(feat_dim, z_dim)                 # g_I
         self.centers = nn.Parameter(torch.randn(n_clusters, feat_dim))               # μ_j; k-means in `on_train_start`
+        self._images = None                                                          # (images, augment) until `init_step`
+        self.register_buffer("run_seed", torch.zeros((), dtype=torch.long))          # the k-means seed, kept for a resume
 
     def assign(self, h): return student_t_assignment(h, self.centers, self.hparams["dof"])   # q_ij
     def project(self, h): return F.normalize(self.instance_projector(h), dim=1)             # z = g_I(h) / ‖g_I(h)‖
@@ -369,6 +379,20 @@ class CADEC(ClusterMethod):
     def on_train_start(self, images:torch.Tensor, augment, seed:int):
         "A new run: the centres start at k-means centroids of the untrained backbone's embeddings of the training images."
         self.init_centers(images, augment, seed=seed)
+        self.run_seed.fill_(seed)
+        self._images = (images, augment) if self.hparams["init_step"] else None
+
+    def on_resume(self, images:torch.Tensor, augment):
+        "Keep the images for a re-initialisation that is still to come (the centres themselves are in the checkpoint)."
+        self._images = (images, augment) if self.hparams["init_step"] else None
+
+    @torch.no_grad()
+    def after_step(self, step:int):
+        "At `init_step`: the centres move to k-means centroids of the embeddings the backbone has learned so far."
+        if self._images is not None and step == self.hparams["init_step"]:
+            images, augment = self._images
+            self.init_centers(images, augment, seed=int(self.run_seed))
+            self._images = None
 
     def forward(self, x):
         h = self.backbone(x)
@@ -442,6 +466,24 @@ _m2 = CADEC(*make_backbone("small_cnn", 1), n_clusters=10)
 _x256 = _digits.train.x[:256]
 _m2.on_train_start(_x256, _aug, seed=3)
 test_close(_m2.centers, kmeans_centers(backbone_embeddings(_m2.backbone, _x256, _aug, 128), 10, seed=3), eps=1e-6)
+
+# %% [markdown]
+# **A second initialisation, later (ours).** Centres fitted to an untrained network describe its random features;
+# the instance loss then reshapes the features much faster than the small-weight clustering loss moves the centres,
+# and on the digits the head ends well below k-means on its own features. DEC itself clusters an embedding that has
+# already been learned (it pretrains an autoencoder first). With `init_step > 0`, `after_step` fits the centres again
+# by k-means on the embeddings at that step; the digits rows of the table use it (the grid in the results notebook
+# measures every seed). The run's seed is kept in a buffer, so a resumed run re-initialises exactly as an
+# uninterrupted one:
+
+# %%
+_m3 = CADEC(*make_backbone("small_cnn", 1), n_clusters=10, init_step=2)
+_m3.on_train_start(_x256, _aug, seed=3); _c0 = _m3.centers.detach().clone()
+with torch.no_grad(): _m3.backbone.net[0].weight.mul_(1.5)                 # stands in for the training between
+_m3.after_step(1); test_eq(_m3.centers, _c0)                                # not yet
+_m3.after_step(2)
+test_close(_m3.centers, kmeans_centers(backbone_embeddings(_m3.backbone, _x256, _aug, 128), 10, seed=3), eps=1e-6)
+test_eq(int(_m3.run_seed), 3); assert not torch.allclose(_m3.centers, _c0)
 
 # %% [markdown]
 # Which view receives which gradient: with only the anchor loss switched on ($\alpha=\beta=0$) nothing flows back into

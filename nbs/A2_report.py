@@ -29,7 +29,8 @@ import torch
 from deepcluster_nb.data import ImageData
 from deepcluster_nb.metrics import (clustering_scores, cluster_sizes, match_clusters, matched_confusion, collapse_warnings,
                                     COLLAPSE_SHARE, kmeans_labels, sklearn_threads)
-from deepcluster_nb.models import get_method
+from deepcluster_nb.models import get_method, available_methods
+from deepcluster_nb.data import PAPER_BENCHMARKS
 from deepcluster_nb.train import Trainer, TrainConfig, predict, plot_history, plot_confusion, write_json, load_checkpoint
 
 # %% [markdown]
@@ -116,6 +117,49 @@ test_eq((paper_info("cc")["epochs"], paper_info("cc")["epochs_from"]), (1000, "S
 
 # %%
 show_doc(paper_results)
+
+# %% [markdown]
+# ## The papers' settings, every method on every benchmark
+# The numbers above are worth comparing only with runs made the way the papers made theirs. Each method's settings
+# table (its module) says how: one table per method, each value with the paper section or official-code line it
+# comes from. Here they are side by side, as the trainer resolves them — the same lookup a run does, so this table
+# cannot drift from what runs. (A test trains every method on every benchmark for one step with exactly these
+# settings, on tiny copies of the benchmarks in their real file formats.)
+
+# %%
+#| export
+SETTINGS_FIELDS = ("backbone", "stem", "image_size", "batch_size", "optimizer", "lr", "weight_decay", "epochs", "protocol",
+                   "unlabeled", "augment")
+
+def settings_matrix(methods=None, # methods (default: every registered one)
+                    datasets=PAPER_BENCHMARKS, # dataset keys
+                    fields=SETTINGS_FIELDS, # settings to show
+                    sources:bool=True, # each cell "value (source)"; False: the value only
+                   ) -> list: # one dict per (method, dataset)
+    "Every method's settings for every dataset, from the methods' settings tables."
+    show = lambda v: getattr(v, "__name__", str(v))
+    rows = []
+    for m in methods or available_methods():
+        for d in datasets:
+            src = get_method(m).settings.sourced(d)
+            rows.append({"method": m, "dataset": d, **{f: (f"{show(src[f][0])} ({src[f][1]})" if sources else src[f][0])
+                                                      if f in src else "" for f in fields}})
+    return rows
+
+# %%
+import pandas as pd
+
+# %%
+_sm = pd.DataFrame(settings_matrix(sources=False)).set_index(["method", "dataset"])
+test_eq(_sm.loc[("cc", "cifar10"), "batch_size"], 256); test_eq(_sm.loc[("crlc", "stl10"), "unlabeled"], True)
+test_eq(_sm.loc[("dcdc", "tiny_imagenet"), "batch_size"], 300)
+_sm.drop(columns="augment")
+
+# %% [markdown]
+# With the sources, for one benchmark:
+
+# %%
+pd.DataFrame(settings_matrix(datasets=["cifar10"])).set_index("method").drop(columns="dataset").T
 
 # %% [markdown]
 # ## Loading a run

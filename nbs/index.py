@@ -91,6 +91,7 @@
 # |---|---|
 # | [`train`](train.ipynb) | the papermill entry point for training |
 # | [`report`](report.ipynb) | the papermill entry point for the run report |
+# | [`results`](results.ipynb) | every method on every CPU dataset for several seeds: the CSV and the table of *Measured results* |
 #
 # Open them in JupyterLab (`.venv/bin/jupyter lab nbs/`). Every notebook is paired with a `py:percent` twin
 # (`nbs/NAME.py`, via `jupytext.toml`) so that changes read as text; edit either, then `jupytext --sync nbs/NAME.ipynb`,
@@ -102,8 +103,10 @@
 # ## Runs
 #
 # `nbs/train.ipynb` is parameterised: `papermill nbs/train.ipynb --help-notebook` lists every parameter with its help
-# text. Parameters left at `auto` take the method's paper settings for the benchmark (CC: ResNet-34 with the ImageNet
-# stem at 224 px, Adam 3e-4, batch 256, 1,000 epochs); on the digit datasets they take small CPU settings.
+# text. Parameters left at `None` take the method's settings for the dataset from its settings table — the paper's
+# settings on the paper's benchmarks (CC: ResNet-34 with the ImageNet stem at 224 px, Adam 3e-4, batch 256, 1,000
+# epochs), small CPU settings on the digit datasets — and the run prints where each value came from. The same run from
+# a shell is `python -m deepcluster_nb train --method cc --dataset cifar10` (`--help` lists every option).
 #
 # ```bash
 # # the paper's CC run on CIFAR-10 (GPU)
@@ -113,8 +116,14 @@
 # # method hyperparameters
 # papermill nbs/train.ipynb out.ipynb -p method cc -y "hparams: {tau_i: 0.5, tau_c: 1.0}"
 # # continue a run that was stopped
-# papermill nbs/train.ipynb out.ipynb -p method cc -p dataset cifar10 -p resume True
+# papermill nbs/train.ipynb out.ipynb -p method cc -p dataset cifar10 -p resume true
 # ```
+#
+# A run never overwrites another: a second run into a folder that holds one stops before training and asks for
+# `resume` (continue it; the configuration must match, except what only extends it, such as more epochs) or
+# `overwrite` (replace it). Checkpoints hold tensors and plain data only and are loaded with PyTorch's safe loader;
+# the previous checkpoint is kept beside the latest. Collapsed clusters, and a loss that explodes or stops moving,
+# are flagged in the progress output, `history.csv` and `metrics.json` (`stop_on_collapse=true` stops the run).
 #
 # A run folder (`out_dir`, default `runs/{method}_{dataset}_s{seed}`) holds `config.json` (the resolved
 # configuration), `history.csv`/`history.json` (losses per epoch, ACC/NMI/ARI and cluster usage at each evaluation),
@@ -171,7 +180,7 @@
 # and writes the run folder:
 #
 # ```bash
-# torchrun --standalone --nproc_per_node 2 -m deepcluster_nb.distributed method=cc dataset=cifar10 batch_size=256
+# torchrun --standalone --nproc_per_node 2 -m deepcluster_nb train --method cc --dataset cifar10 --batch-size 256
 # ```
 #
 # `tests/test_distributed.py` runs two CPU processes on the gloo backend and checks that the gathered loss gives

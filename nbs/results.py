@@ -31,11 +31,11 @@ from IPython.display import Markdown, display
 from tqdm.auto import tqdm
 from deepcluster_nb.data import load_dataset, DatasetNotFound
 from deepcluster_nb.metrics import pixel_kmeans_scores
-from deepcluster_nb.models import available_methods
+from deepcluster_nb.models import available_methods, get_method
 
 # %% tags=["parameters"]
 methods: list = ["cc", "dcdc", "crlc", "tcc", "cadec"]  # methods to train
-datasets: list = ["digits", "usps", "mnist"]  # datasets (usps and mnist need usps.npz / mnist.npz in the data root)
+datasets: list = ["digits", "usps", "mnist_test"]  # datasets (usps and mnist_test need usps.npz and mnist_test.npz in the data root)
 seeds: list = [0, 1, 2]  # seeds of every (method, dataset)
 epochs: dict = {}  # dataset -> epochs for every method (empty: each method's setting)
 overrides: dict = {}  # extra training parameters for every run, e.g. {max_steps: 3}
@@ -60,7 +60,14 @@ for d in datasets:
 unknown = sorted(set(methods) - set(available_methods()))
 if unknown: raise ValueError(f"unknown method(s) {unknown}; valid: {available_methods()}")
 
-def run_id(m, d, s): return f"{m}|{d}|{s}|{epochs.get(d, '')}|{json.dumps(overrides, sort_keys=True)}"
+def settings_hash(m, d) -> str:
+    "A short hash of the method's settings for the dataset: a re-tuned table makes its runs new runs."
+    import hashlib
+    from deepcluster_nb.train import dataset_key
+    table = get_method(m).settings.resolve(dataset_key(d))
+    return hashlib.sha1(json.dumps(table, sort_keys=True, default=lambda o: getattr(o, "__name__", str(o))).encode()).hexdigest()[:8]
+
+def run_id(m, d, s): return f"{m}|{d}|{s}|{epochs.get(d, '')}|{json.dumps(overrides, sort_keys=True)}|{settings_hash(m, d)}"
 done = pd.read_csv(csv_path) if csv_path.exists() else pd.DataFrame(columns=["run_id"])
 jobs = [(m, d, s) for d in available for m in methods for s in seeds if run_id(m, d, s) not in set(done["run_id"])]
 print(f"{len(jobs)} runs to train, {len(done)} rows already in {csv_path}")
@@ -165,17 +172,14 @@ fig.tight_layout(); plt.show()
 
 # %% [markdown]
 # ## The README
-# With `update_readme=True` the section between the results markers of the front page is rewritten from this CSV.
+# With `update_readme=True` the part of the front page (`nbs/index.ipynb`) between the results markers is rewritten
+# from this CSV, and `README.md` is generated again from it (`ci/readme.py`).
 
 # %%
 if update_readme:
     root = Path.cwd() if (Path.cwd() / "settings.ini").exists() else Path.cwd().parent
-    for f in (root / "nbs" / "index.py", root / "README.md"):
-        if not f.exists(): continue
-        text = f.read_text()
-        start, end = "<!-- results:start -->", "<!-- results:end -->"
-        if start not in text or end not in text: print(f"{f} has no results markers; not updated"); continue
-        a, b = text.index(start) + len(start), text.index(end)
-        body = md if f.suffix == ".md" else "\n".join("# " + l if l else "#" for l in md.splitlines())
-        f.write_text(text[:a] + "\n" + body + "\n" + ("" if f.suffix == ".md" else "# ") + text[b:])
-        print("updated", f)
+    (root / "build").mkdir(exist_ok=True)
+    (root / "build" / "results.md").write_text(md)
+    subprocess.run([sys.executable, str(root / "ci" / "readme.py"), "--set-block", "results", str(root / "build" / "results.md")],
+                   check=True, cwd=root)
+    print("updated nbs/index.ipynb and README.md")

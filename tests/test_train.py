@@ -246,3 +246,12 @@ def test_two_stage_crlc_resumes_exactly(tmp_path):
     whole = Trainer(TrainConfig(out_dir=str(tmp_path / "whole"), epochs=3, hparams=hp, **base)).fit()
     assert resumed["epochs"] == 3
     assert_same_run(resumed, tmp_path / "split", whole, tmp_path / "whole")
+
+def test_cadec_resume_across_its_second_initialisation(tmp_path):
+    "CADEC re-fits its centres at init_step; a run resumed before that step re-fits them exactly as the uninterrupted run."
+    cfg = dict(method="cadec", dataset="digits", subset=256, batch_size=64, eval_every=0, progress=False, seed=4,
+               hparams={"init_step": 6})                      # 4 steps per epoch: the second initialisation in epoch 2
+    Trainer(TrainConfig(out_dir=str(tmp_path / "split"), epochs=1, **cfg)).fit()
+    resumed = Trainer(TrainConfig(out_dir=str(tmp_path / "split"), epochs=3, resume=True, **cfg)).fit()
+    whole = Trainer(TrainConfig(out_dir=str(tmp_path / "whole"), epochs=3, **cfg)).fit()
+    assert_same_run(resumed, tmp_path / "split", whole, tmp_path / "whole")
