@@ -8,6 +8,7 @@ import argparse, difflib, inspect, os, sys
 import torch.distributed as dist
 from .train import TrainConfig, Trainer, ConfigError, RunFolderExists, UnsafeCheckpoint, config_help, coerce_value
 from .report import RunMismatch
+from .data import build_imagenet_subset, IMAGENET_SUBSETS
 
 # %% auto #0
 __all__ = ['metavar', 'add_options', 'unknown_options', 'Parser', 'dashes_to_underscores', 'report_run', 'function_spec',
@@ -102,7 +103,7 @@ def function_spec(f) -> dict:
 def build_parser() -> Parser:
     "The parser of `python -m deepcluster_nb`: the `train` and `report` sub-commands."
     p = Parser(prog="python -m deepcluster_nb", description="Contrastive deep clustering: train a method, report on a run.")
-    sub = p.add_subparsers(dest="command", metavar="{train,report}", parser_class=Parser)
+    sub = p.add_subparsers(dest="command", metavar="{train,report,build-imagenet}", parser_class=Parser)
     t = sub.add_parser("train", help="train a method (every TrainConfig field is an option)",
                        usage="%(prog)s [--FIELD VALUE ...]  (--help lists them)",
                        description="Train a clustering method. A field left unset takes the method's setting for the "
@@ -113,7 +114,14 @@ def build_parser() -> Parser:
                        description="Evaluate a run: scores of the cluster head and of k-means, figures, report.json.")
     r.add_argument("run", help="run folder holding checkpoint.pt, or a checkpoint file")
     add_options(r, function_spec(report_run), none="none")
-    p.commands = {"train": t, "report": r}
+    b = sub.add_parser("build-imagenet", help="make ImageNet-10 or ImageNet-Dogs from an ILSVRC-2012 training set",
+                       usage="%(prog)s {imagenet10,imagenet_dogs} SOURCE [--OPTION VALUE ...]",
+                       description="Copy the subset's classes out of ILSVRC-2012's training set into the data root, "
+                       "checking every class and its image count (the data chapter's `build_imagenet_subset`).")
+    b.add_argument("name", choices=sorted(IMAGENET_SUBSETS), help="the subset")
+    b.add_argument("source", help="ILSVRC-2012 train: a folder of <wnid>/ folders or <wnid>.tar files, or ILSVRC2012_img_train.tar")
+    add_options(b, function_spec(build_imagenet_subset), none="none")
+    p.commands = {"train": t, "report": r, "build-imagenet": b}
     return p
 
 def parse_command(argv:list|None=None) -> tuple:
@@ -157,9 +165,13 @@ def main(argv:list|None=None) -> int:
     command, values = parse_command(argv)
     try:
         if command == "train": train(**values)
-        else:
+        elif command == "report":
             values = {k: v if k in ("run", "runs") else coerce_value(k, v, function_spec(report_run)[k][0]) for k, v in values.items()}
             report_run(**values)
-    except (ConfigError, RunFolderExists, UnsafeCheckpoint, RunMismatch, FileNotFoundError) as e:
+        else:
+            spec = function_spec(build_imagenet_subset)
+            values = {k: v if k in ("name", "source") else coerce_value(k, v, spec[k][0]) for k, v in values.items()}
+            print(f"wrote {build_imagenet_subset(**values)}")
+    except (ConfigError, RunFolderExists, UnsafeCheckpoint, RunMismatch, FileNotFoundError, ValueError, FileExistsError) as e:
         build_parser().commands[command].error(str(e))
     return 0

@@ -137,6 +137,7 @@ def kmeans_fit(features, # (N, D) features (NumPy or torch)
     from sklearn.cluster import KMeans
     x = np.asarray(features.detach().cpu() if hasattr(features, "detach") else features, dtype=np.float64)
     if l2: x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+    if len(x) < k: raise ValueError(f"k-means into {k} clusters needs at least {k} points, got {len(x)}")
     with sklearn_threads():
         km = KMeans(k, n_init=n_init, random_state=seed).fit(x)
     return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32)

@@ -18,10 +18,10 @@ from .train import Trainer, TrainConfig, predict, plot_history, plot_confusion, 
 
 # %% auto #0
 __all__ = ['EVALUATIONS', 'SETTINGS_FIELDS', 'CHECKPOINT_KEYS', 'SUMMARY_KEYS', 'paper_results', 'paper_info', 'settings_matrix',
-           'find_checkpoint', 'RunMismatch', 'EvalTrainer', 'Run', 'load_run', 'run_outputs', 'clustering_metrics',
-           'save_figure', 'plot_cluster_sizes', 'tsne_embedding', 'cluster_colours', 'plot_tsne', 'gallery_indices',
-           'plot_gallery', 'cluster_gallery', 'comparison_rows', 'markdown_table', 'summarize_reports', 'run_info',
-           'run_summary', 'report_figures', 'write_report']
+           'grid_summary', 'print_grid_summary', 'find_checkpoint', 'RunMismatch', 'EvalTrainer', 'Run', 'load_run',
+           'run_outputs', 'clustering_metrics', 'save_figure', 'plot_cluster_sizes', 'tsne_embedding',
+           'cluster_colours', 'plot_tsne', 'gallery_indices', 'plot_gallery', 'cluster_gallery', 'comparison_rows',
+           'markdown_table', 'summarize_reports', 'run_info', 'run_summary', 'report_figures', 'write_report']
 
 # %% ../nbs/A2_report.ipynb #693f1316
 EVALUATIONS = {"head": "cluster head", "kmeans": "k-means on features"}
@@ -59,6 +59,32 @@ def settings_matrix(methods=None, # methods (default: every registered one)
             rows.append({"method": m, "dataset": d, **{f: (f"{show(src[f][0])} ({src[f][1]})" if sources else src[f][0])
                                                       if f in src else "" for f in fields}})
     return rows
+
+# %% ../nbs/A2_report.ipynb #0aceb78a
+def grid_summary(method:str|None=None, # one method, or None for all
+                 grid="results/cpu_grid.csv", # the results notebook's CSV (path relative to nbs/, where chapters run)
+                 kmeans="results/kmeans_pixels.csv", # its k-means-on-pixels CSV
+                ):
+    "Per (dataset, method): runs, epochs, ACC mean/std/worst/best, NMI and ARI means, and k-means on raw pixels (ACC)."
+    import pandas as pd
+    rows = pd.read_csv(grid)
+    if method: rows = rows[rows["method"] == method]
+    g = rows.groupby(["dataset", "method"], sort=False)
+    out = pd.DataFrame({"runs": g.size(), "epochs": g["epochs"].max(), "acc_mean": g["acc"].mean(),
+                        "acc_std": g["acc"].std(ddof=1).fillna(0), "acc_worst": g["acc"].min(), "acc_best": g["acc"].max(),
+                        "nmi_mean": g["nmi"].mean(), "ari_mean": g["ari"].mean(), "collapsed_runs": g["collapsed"].sum(),
+                        "minutes_per_run": g["wall_seconds"].mean() / 60}).reset_index()
+    if Path(kmeans).exists(): out["kmeans_pixels_acc"] = out["dataset"].map(pd.read_csv(kmeans).groupby("dataset")["acc"].mean())
+    return out
+
+# %% ../nbs/A2_report.ipynb #be006888
+def print_grid_summary(summary):
+    "One line per row of `grid_summary`: seeds, ACC mean ± std, the worst seed, and whether it beats k-means on pixels."
+    for r in summary.itertuples():
+        km = getattr(r, "kmeans_pixels_acc", float("nan"))
+        verdict = "above" if r.acc_worst > km else "not above" if km == km else "no baseline for"
+        print(f"{r.method} on {r.dataset}: {r.runs} seeds, ACC {r.acc_mean:.3f} ± {r.acc_std:.3f}, worst seed {r.acc_worst:.3f} "
+              f"({verdict} k-means on raw pixels, {km:.3f}); {r.collapsed_runs} collapsed; {r.minutes_per_run:.1f} min per run")
 
 # %% ../nbs/A2_report.ipynb #2f7f4165
 def find_checkpoint(run:str|Path, # a run directory holding checkpoint.pt, or a checkpoint file

@@ -282,6 +282,7 @@ def kmeans_fit(features, # (N, D) features (NumPy or torch)
     from sklearn.cluster import KMeans
     x = np.asarray(features.detach().cpu() if hasattr(features, "detach") else features, dtype=np.float64)
     if l2: x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+    if len(x) < k: raise ValueError(f"k-means into {k} clusters needs at least {k} points, got {len(x)}")
     with sklearn_threads():
         km = KMeans(k, n_init=n_init, random_state=seed).fit(x)
     return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32)
@@ -305,6 +306,7 @@ def pixel_kmeans_scores(x, # (N, ...) uint8 images (NumPy or torch)
 _rng = np.random.default_rng(1)
 _blobs = np.concatenate([_rng.normal(c, 0.1, (30, 2)) for c in ([0, 0], [3, 0], [0, 3])])
 _lab, _cen = kmeans_fit(_blobs, 3, l2=False)
+test_fail(lambda: kmeans_fit(_blobs[:2], 3), contains="needs at least 3 points")
 test_eq(cluster_accuracy(np.repeat([0, 1, 2], 30), _lab), 1.0); test_eq(_cen.shape, (3, 2))
 _pix = np.repeat(np.array([0, 255], dtype=np.uint8), 20)[:, None, None].repeat(4, 1)   # two kinds of 2×2 image
 test_eq(pixel_kmeans_scores(_pix, np.repeat([0, 1], 20))["acc"], 1.0)

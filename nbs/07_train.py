@@ -444,6 +444,9 @@ def setup_data(self:Trainer):
     self.eval_data = train if self.data.eval is self.data.train else self.data.eval
     if len(train) < c.batch_size:
         raise ConfigError(f"batch_size ({c.batch_size}) is larger than the training set ({len(train)} images)")
+    if len(train) < c.n_clusters:
+        raise ConfigError(f"the training set ({len(train)} images) is smaller than n_clusters ({c.n_clusters}): "
+                          f"raise subset or lower n_clusters")
     check_memory(self)
     mean, std = channel_stats(train.x)
     self.aug = BatchAugment(self.aug_cfg, mean, std).to(self.device)

@@ -162,6 +162,58 @@ _sm.drop(columns="augment")
 pd.DataFrame(settings_matrix(datasets=["cifar10"])).set_index("method").drop(columns="dataset").T
 
 # %% [markdown]
+# ## The results grid, per method
+# The results notebook (`nbs/results.ipynb`) trains every method on the CPU datasets for several seeds and keeps a
+# CSV row per run, with the k-means baseline on raw pixels in a second CSV. The method chapters quote their numbers
+# from there, through this summary, rather than from a run of their own on one seed.
+
+# %%
+#| export
+def grid_summary(method:str|None=None, # one method, or None for all
+                 grid="results/cpu_grid.csv", # the results notebook's CSV (path relative to nbs/, where chapters run)
+                 kmeans="results/kmeans_pixels.csv", # its k-means-on-pixels CSV
+                ):
+    "Per (dataset, method): runs, epochs, ACC mean/std/worst/best, NMI and ARI means, and k-means on raw pixels (ACC)."
+    import pandas as pd
+    rows = pd.read_csv(grid)
+    if method: rows = rows[rows["method"] == method]
+    g = rows.groupby(["dataset", "method"], sort=False)
+    out = pd.DataFrame({"runs": g.size(), "epochs": g["epochs"].max(), "acc_mean": g["acc"].mean(),
+                        "acc_std": g["acc"].std(ddof=1).fillna(0), "acc_worst": g["acc"].min(), "acc_best": g["acc"].max(),
+                        "nmi_mean": g["nmi"].mean(), "ari_mean": g["ari"].mean(), "collapsed_runs": g["collapsed"].sum(),
+                        "minutes_per_run": g["wall_seconds"].mean() / 60}).reset_index()
+    if Path(kmeans).exists(): out["kmeans_pixels_acc"] = out["dataset"].map(pd.read_csv(kmeans).groupby("dataset")["acc"].mean())
+    return out
+
+# %%
+#| export
+def print_grid_summary(summary):
+    "One line per row of `grid_summary`: seeds, ACC mean ± std, the worst seed, and whether it beats k-means on pixels."
+    for r in summary.itertuples():
+        km = getattr(r, "kmeans_pixels_acc", float("nan"))
+        verdict = "above" if r.acc_worst > km else "not above" if km == km else "no baseline for"
+        print(f"{r.method} on {r.dataset}: {r.runs} seeds, ACC {r.acc_mean:.3f} ± {r.acc_std:.3f}, worst seed {r.acc_worst:.3f} "
+              f"({verdict} k-means on raw pixels, {km:.3f}); {r.collapsed_runs} collapsed; {r.minutes_per_run:.1f} min per run")
+
+# %%
+with tempfile.TemporaryDirectory() as _t:
+    Path(_t, "g.csv").write_text("method,dataset,seed,epochs,acc,nmi,ari,collapsed,wall_seconds\n"
+                                 "cc,digits,0,80,0.9,0.8,0.7,False,60\ncc,digits,1,80,0.8,0.7,0.6,False,120\ntcc,digits,0,80,0.5,0.4,0.3,True,60\n")
+    Path(_t, "k.csv").write_text("dataset,seed,acc,nmi,ari\ndigits,0,0.78,0.7,0.6\ndigits,1,0.8,0.7,0.6\n")
+    _gs = grid_summary("cc", Path(_t, "g.csv"), Path(_t, "k.csv"))
+test_eq((len(_gs), _gs.loc[0, "runs"], _gs.loc[0, "acc_worst"], _gs.loc[0, "minutes_per_run"]), (1, 2, 0.8, 1.5))
+test_close(_gs.loc[0, "kmeans_pixels_acc"], 0.79); test_close(_gs.loc[0, "acc_std"], 0.0707, eps=1e-4)
+
+# %%
+from contextlib import redirect_stdout
+import io
+
+# %%
+with redirect_stdout(io.StringIO()) as _o: print_grid_summary(_gs)
+test_eq(_o.getvalue().strip(), "cc on digits: 2 seeds, ACC 0.850 ± 0.071, worst seed 0.800 (above k-means on raw pixels, 0.790); "
+        "0 collapsed; 1.5 min per run")
+
+# %% [markdown]
 # ## Loading a run
 # A checkpoint stores its configuration (every setting already resolved from the method's table, the data folder
 # included), so the trainer can be rebuilt exactly as it was and the weights loaded into it. The evaluation then uses

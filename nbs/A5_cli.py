@@ -25,6 +25,7 @@ import argparse, difflib, inspect, os, sys
 import torch.distributed as dist
 from deepcluster_nb.train import TrainConfig, Trainer, ConfigError, RunFolderExists, UnsafeCheckpoint, config_help, coerce_value
 from deepcluster_nb.report import RunMismatch
+from deepcluster_nb.data import build_imagenet_subset, IMAGENET_SUBSETS
 
 # %% [markdown]
 # A run can be started three ways, all with the same `TrainConfig` and the same `Trainer`: from Python
@@ -178,7 +179,7 @@ assert "run" not in function_spec(report_run)
 def build_parser() -> Parser:
     "The parser of `python -m deepcluster_nb`: the `train` and `report` sub-commands."
     p = Parser(prog="python -m deepcluster_nb", description="Contrastive deep clustering: train a method, report on a run.")
-    sub = p.add_subparsers(dest="command", metavar="{train,report}", parser_class=Parser)
+    sub = p.add_subparsers(dest="command", metavar="{train,report,build-imagenet}", parser_class=Parser)
     t = sub.add_parser("train", help="train a method (every TrainConfig field is an option)",
                        usage="%(prog)s [--FIELD VALUE ...]  (--help lists them)",
                        description="Train a clustering method. A field left unset takes the method's setting for the "
@@ -189,7 +190,14 @@ def build_parser() -> Parser:
                        description="Evaluate a run: scores of the cluster head and of k-means, figures, report.json.")
     r.add_argument("run", help="run folder holding checkpoint.pt, or a checkpoint file")
     add_options(r, function_spec(report_run), none="none")
-    p.commands = {"train": t, "report": r}
+    b = sub.add_parser("build-imagenet", help="make ImageNet-10 or ImageNet-Dogs from an ILSVRC-2012 training set",
+                       usage="%(prog)s {imagenet10,imagenet_dogs} SOURCE [--OPTION VALUE ...]",
+                       description="Copy the subset's classes out of ILSVRC-2012's training set into the data root, "
+                       "checking every class and its image count (the data chapter's `build_imagenet_subset`).")
+    b.add_argument("name", choices=sorted(IMAGENET_SUBSETS), help="the subset")
+    b.add_argument("source", help="ILSVRC-2012 train: a folder of <wnid>/ folders or <wnid>.tar files, or ILSVRC2012_img_train.tar")
+    add_options(b, function_spec(build_imagenet_subset), none="none")
+    p.commands = {"train": t, "report": r, "build-imagenet": b}
     return p
 
 def parse_command(argv:list|None=None) -> tuple:
@@ -264,10 +272,14 @@ def main(argv:list|None=None) -> int:
     command, values = parse_command(argv)
     try:
         if command == "train": train(**values)
-        else:
+        elif command == "report":
             values = {k: v if k in ("run", "runs") else coerce_value(k, v, function_spec(report_run)[k][0]) for k, v in values.items()}
             report_run(**values)
-    except (ConfigError, RunFolderExists, UnsafeCheckpoint, RunMismatch, FileNotFoundError) as e:
+        else:
+            spec = function_spec(build_imagenet_subset)
+            values = {k: v if k in ("name", "source") else coerce_value(k, v, spec[k][0]) for k, v in values.items()}
+            print(f"wrote {build_imagenet_subset(**values)}")
+    except (ConfigError, RunFolderExists, UnsafeCheckpoint, RunMismatch, FileNotFoundError, ValueError, FileExistsError) as e:
         build_parser().commands[command].error(str(e))
     return 0
 
@@ -292,6 +304,9 @@ with tempfile.TemporaryDirectory() as _t:
     assert "already holds a run" in _err.getvalue()
     test_eq(main(["report", _t, "--device", "cpu", "--tsne_samples", "0", "--kmeans", "false", "--gallery_size", "4"]), 0)
     test_eq(set(json.loads((Path(_t) / "report.json").read_text())["metrics"]), {"head"})
+with contextlib.redirect_stderr(io.StringIO()) as _err:                # the ImageNet builder names what is missing
+    test_fail(lambda: main(["build-imagenet", "imagenet10", "/no/such/ILSVRC/train"]), exc=SystemExit)
+assert "No ILSVRC-2012 training set at /no/such/ILSVRC/train" in _err.getvalue(), _err.getvalue()
 
 # %% [markdown]
 # `python -m deepcluster_nb` runs the package's `__main__` module, which calls `main` (appendix `A5_main`). The whole

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
-from IPython.display import Markdown, display
+from IPython.display import Image, Markdown, display
 from tqdm.auto import tqdm
 from deepcluster_nb.data import load_dataset, DatasetNotFound
 from deepcluster_nb.metrics import pixel_kmeans_scores
@@ -45,6 +45,7 @@ runs_dir: str = "runs/results"  # where the run folders go
 csv: str = "nbs/results/cpu_grid.csv"  # one row per finished run (appended; existing rows are kept)
 update_readme: bool = False  # rewrite the README's results section from this CSV
 kmeans_seeds: int = 3  # seeds of the k-means baseline on raw pixels
+kmeans_csv: str = "nbs/results/kmeans_pixels.csv"  # where the baseline's scores go ("" : nowhere)
 
 # %% [markdown]
 # ## The grid
@@ -116,6 +117,7 @@ with ThreadPoolExecutor(max(1, workers)) as pool:
 base = pd.DataFrame([{"dataset": d, "seed": s, **pixel_kmeans_scores(available[d].eval.x, available[d].eval.y, seed=s)}
                      for d in available for s in range(kmeans_seeds)])
 kmeans = base.groupby("dataset")[["acc", "nmi", "ari"]].mean()
+if kmeans_csv: base.to_csv(kmeans_csv, index=False)
 kmeans
 
 # %% [markdown]
@@ -168,7 +170,8 @@ for ax, d in zip(axs[0], available):
         ax.scatter(np.full(len(v), i) + np.linspace(-0.15, 0.15, len(v)), v, color="tab:blue", s=14, zorder=3)
     if d in kmeans.index: ax.axhline(kmeans.loc[d, "acc"], ls="--", color="k", lw=1, label="k-means on pixels")
     ax.set_xticks(range(len(ms)), ms); ax.set_ylim(0, 1); ax.set_title(d); ax.set_ylabel("ACC"); ax.legend(fontsize=8, loc="lower right")
-fig.tight_layout(); plt.show()
+fig.tight_layout(); fig.savefig(csv_path.with_suffix(".png"), dpi=110); plt.close(fig)
+display(Image(filename=str(csv_path.with_suffix(".png"))))   # the saved file: shown under any matplotlib backend
 
 # %% [markdown]
 # ## The README

@@ -55,6 +55,7 @@ eval_every: int = 10  # evaluate every N epochs (0: only at the end)
 stop_on_collapse: bool = False  # stop (keeping the checkpoint) when the clusters collapse or the loss explodes or stalls
 max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for trimmed runs
 subset: int = 0  # train on a random subset of this many images (0: all)
+unlabeled: Optional[bool] = None  # also train on the dataset's unlabelled images (STL-10's 100,000) where the method's paper does
 progress: bool = True  # show a progress bar
 hparams: dict = {}  # method hyperparameters, e.g. {"tau_i": 0.5}
 

@@ -17,7 +17,7 @@ BENCHMARKS = ("cifar10", "cifar100", "stl10", "imagenet10", "imagenet_dogs", "ti
 def root(tmp_path_factory):
     "One data root holding a tiny copy of every benchmark in its own format."
     r = tmp_path_factory.mktemp("benchmarks")
-    write_cifar10(r, n=2); write_cifar100(r, fine_train=(0, 1, 2, 3, 4, 19, 58, 98, 99) * 3); write_stl10(r, n_train=6, n_test=6, n_unlabeled=12)
+    write_cifar10(r, n=2); write_cifar100(r, fine_train=(0, 1, 2, 3, 4, 19, 58, 98, 99) * 3); write_stl10(r, n_train=10, n_test=6, n_unlabeled=12)
     write_folder_tree(r / "imagenet10", IMAGENET10_WNIDS, per_class=1, size=(300, 260))
     write_folder_tree(r / "imagenet_dogs", IMAGENET_DOGS_WNIDS, per_class=1, size=(260, 300))
     write_tiny_imagenet(r)
@@ -46,11 +46,13 @@ def test_trimmed_paper_run(method, benchmark, data, root, tmp_path):
     protocol, unl = table.get("protocol", "paper"), table.get("unlabeled", False)
     d = data[benchmark, protocol, unl]
     K = d.n_clusters
-    # the only changes: one step of a batch that the fixture can fill (at least K for a column contrast,
-    # which on Tiny-ImageNet's 200 classes would be 200 images at full resolution: there K drops to 10 instead)
-    n_clusters = 10 if cls.column_contrast and K > 20 else None
+    # the only changes: one step of a batch that the fixture can fill (at least K for a column contrast), on at
+    # least K images (fewer images than clusters is refused). On Tiny-ImageNet's 200 classes that would be 200
+    # images at full resolution: there K drops to 10 instead.
+    n_clusters = 10 if K > 20 else None
     batch = (n_clusters or K) if cls.column_contrast else 4
-    small = dict(max_steps=1, subset=batch, eval_every=0, progress=False, data_root=str(root), out_dir=str(tmp_path / "run"), data_on_device=True)
+    small = dict(max_steps=1, subset=max(batch, n_clusters or K), eval_every=0, progress=False, data_root=str(root),
+                 out_dir=str(tmp_path / "run"), data_on_device=True)
     tr = Trainer(TrainConfig(method=method, dataset=benchmark, batch_size=batch, n_clusters=n_clusters, **small), d)
     c = tr.cfg
     for field in ("backbone", "stem", "optimizer", "lr", "weight_decay", "epochs", "protocol", "schedule", "unlabeled"):

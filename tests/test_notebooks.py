@@ -27,6 +27,7 @@ def test_notebook(nb):
 # own shell, as in nbdev; torch is imported once); prints one JSON report per notebook.
 _DOC_PROC = r'''
 import json, sys, warnings
+from pathlib import Path
 from nbdev.serve_drv import main
 from nbdev.processors import FilterDefaults
 for name in sys.argv[1:]:

@@ -4,12 +4,13 @@ from conftest import ROOT, BIN, run
 
 def test_results_notebook_trimmed_and_resumable(tmp_path):
     y = (f"methods: [cc, crlc]\ndatasets: [digits]\nseeds: [0, 1]\noverrides: {{max_steps: 2, eval_every: 0}}\n"
-         f"runs_dir: {tmp_path}/runs\ncsv: {tmp_path}/grid.csv\nkmeans_seeds: 1\n")
+         f"runs_dir: {tmp_path}/runs\ncsv: {tmp_path}/grid.csv\nkmeans_seeds: 1\nkmeans_csv: {tmp_path}/kmeans.csv\n")
     cmd = [str(BIN / "papermill"), "nbs/results.ipynb", str(tmp_path / "o.ipynb"), "-k", "python3", "-y", y]
     run(cmd, timeout=600)
     rows = list(csv.DictReader(open(tmp_path / "grid.csv")))
     assert sorted((r["method"], r["seed"]) for r in rows) == [("cc", "0"), ("cc", "1"), ("crlc", "0"), ("crlc", "1")]
     assert all(r["steps"] == "2" and 0 <= float(r["acc"]) <= 1 and r["machine"] for r in rows)
+    assert [r["dataset"] for r in csv.DictReader(open(tmp_path / "kmeans.csv"))] == ["digits"]
     nb = json.loads((tmp_path / "o.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) + json.dumps(o.get("data", {})) for c in nb["cells"] for o in c.get("outputs", []))
     assert "0 rows already" in text and "k-means on pixels (ACC)" in text and "image/png" in text
