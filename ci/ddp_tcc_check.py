@@ -28,4 +28,6 @@ res = {"world_size": dist.get_world_size(), "max_diff": max(diff.values()), "wor
        "P_ptr": int(m.P.ptr), "Q_ptr": int(m.Q.ptr), "queue_nonzero": bool(m.Q.queue.abs().sum() > 0)}
 if dist.get_rank() == 0: json.dump(res, open(sys.argv[1], "w"))
 print(res)
+del tr, m, state, parts       # the data-parallel wrapper goes before its process group, not at interpreter exit
+import gc; gc.collect()
 dist.barrier(); dist.destroy_process_group()

@@ -46,6 +46,7 @@ csv: str = "nbs/results/cpu_grid.csv"  # one row per finished run (appended; exi
 update_readme: bool = False  # rewrite the README's results section from this CSV
 kmeans_seeds: int = 3  # seeds of the k-means baseline on raw pixels
 kmeans_csv: str = "nbs/results/kmeans_pixels.csv"  # where the baseline's scores go ("" : nowhere)
+train: bool = True  # train the runs missing from the CSV (false: only summarise the rows already there)
 
 # %% [markdown]
 # ## The grid
@@ -71,7 +72,8 @@ def settings_hash(m, d) -> str:
 def run_id(m, d, s): return f"{m}|{d}|{s}|{epochs.get(d, '')}|{json.dumps(overrides, sort_keys=True)}|{settings_hash(m, d)}"
 done = pd.read_csv(csv_path) if csv_path.exists() else pd.DataFrame(columns=["run_id"])
 jobs = [(m, d, s) for d in available for m in methods for s in seeds if run_id(m, d, s) not in set(done["run_id"])]
-print(f"{len(jobs)} runs to train, {len(done)} rows already in {csv_path}")
+print(f"{len(jobs)} runs {'to train' if train else 'missing (not trained: train is false)'}, {len(done)} rows already in {csv_path}")
+if not train: jobs = []
 
 # %%
 MACHINE = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.system()}"

@@ -18,3 +18,8 @@ def test_results_notebook_trimmed_and_resumable(tmp_path):
     assert len(list(csv.DictReader(open(tmp_path / "grid.csv")))) == 4        # nothing trained twice
     nb = json.loads((tmp_path / "o.ipynb").read_text())
     assert "0 runs to train" in "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    # a new seed with train false: reported as missing, nothing trained, the summary still drawn from the 4 rows
+    run(cmd[:-1] + [y.replace("seeds: [0, 1]", "seeds: [0, 1, 2]") + "train: false\n"], timeout=600)
+    assert len(list(csv.DictReader(open(tmp_path / "grid.csv")))) == 4
+    nb = json.loads((tmp_path / "o.ipynb").read_text())
+    assert "2 runs missing (not trained" in "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
