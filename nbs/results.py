@@ -150,7 +150,7 @@ def results_markdown(summary:pd.DataFrame, rows:pd.DataFrame) -> str:
     m = rows.iloc[-1] if len(rows) else None
     foot = (f"\n\n{len(rows)} runs, seeds {sorted(set(rows['seed']))}, each on {m['threads']} CPU thread(s) with {m['workers']} "
             f"runs at a time on {m['machine']} (torch {m['torch']}, commit {m['commit']}, {m['date']}). Produced by "
-            f"`papermill nbs/results.ipynb runs/results.ipynb` (data root with usps.npz and mnist.npz); every row is in "
+            f"`papermill nbs/results.ipynb runs/results.ipynb` (data root with usps.npz and mnist_test.npz); every row is in "
             f"`{csv}`.") if m is not None else ""
     return "\n".join(lines) + foot
 
