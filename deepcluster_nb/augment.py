@@ -5,16 +5,18 @@
 # %% ../nbs/03_augment.ipynb #9ff45191
 from __future__ import annotations
 from dataclasses import dataclass
+import numpy as np
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['AugmentConfig', 'cc_recipe', 'BatchAugment', 'replay_per_image', 'to_float', 'to_device',
-           'random_resized_crop_params', 'resized_crop', 'GRAY_WEIGHTS', 'adjust_brightness', 'adjust_contrast',
-           'adjust_saturation', 'rgb_to_hsv', 'hsv_to_rgb', 'adjust_hue_hsv', 'adjust_hue', 'JITTER_OPS',
-           'JITTER_IDENTITY', 'color_jitter_params', 'apply_color_jitter', 'color_jitter', 'apply_grayscale',
-           'random_grayscale', 'gaussian_blur', 'random_affine']
+__all__ = ['PROBE_VARIANTS', 'AugmentConfig', 'cc_recipe', 'BatchAugment', 'replay_per_image', 'augmentation_probe', 'to_float',
+           'to_device', 'random_resized_crop_params', 'resized_crop', 'GRAY_WEIGHTS', 'adjust_brightness',
+           'adjust_contrast', 'adjust_saturation', 'rgb_to_hsv', 'hsv_to_rgb', 'adjust_hue_hsv', 'adjust_hue',
+           'JITTER_OPS', 'JITTER_IDENTITY', 'color_jitter_params', 'apply_color_jitter', 'color_jitter',
+           'apply_grayscale', 'random_grayscale', 'gaussian_blur', 'random_affine', 'random_thickness', 'elastic_warp',
+           'random_elastic']
 
 # %% ../nbs/03_augment.ipynb #41875d4c
 from .augment_kernels import (
@@ -23,13 +25,13 @@ from .augment_kernels import (
     GRAY_WEIGHTS, _gray, _col, adjust_brightness, adjust_contrast, adjust_saturation,   # colour blends
     rgb_to_hsv, hsv_to_rgb, adjust_hue_hsv, adjust_hue,                       # hue
     JITTER_OPS, JITTER_IDENTITY, color_jitter_params, apply_color_jitter, color_jitter,
-    apply_grayscale, random_grayscale, gaussian_blur, random_affine)
+    apply_grayscale, random_grayscale, gaussian_blur, random_affine, random_thickness, elastic_warp, random_elastic)
 
 # %% ../nbs/03_augment.ipynb #03d8adc1
 _all_ = ["to_float", "to_device", "random_resized_crop_params", "resized_crop", "GRAY_WEIGHTS", "adjust_brightness",
          "adjust_contrast", "adjust_saturation", "rgb_to_hsv", "hsv_to_rgb", "adjust_hue_hsv", "adjust_hue",
          "JITTER_OPS", "JITTER_IDENTITY", "color_jitter_params", "apply_color_jitter", "color_jitter", "apply_grayscale",
-         "random_grayscale", "gaussian_blur", "random_affine"]
+         "random_grayscale", "gaussian_blur", "random_affine", "random_thickness", "elastic_warp", "random_elastic"]
 
 # %% ../nbs/03_augment.ipynb #678889f4
 @dataclass
@@ -49,6 +51,8 @@ class AugmentConfig:
     affine_scale: tuple = (0.8, 1.2)  # digits: scale range
     translate: float = 0.15       # digits: translation, fraction of the side
     noise: float = 0.05           # digits: std of additive Gaussian noise
+    thickness: float = 0.7        # digits: stroke-width weight range U(-t, t) (see `random_thickness`; 0: off)
+    elastic: float = 0.08         # digits: std of the elastic displacement field (see `random_elastic`; 0: off)
 
 # %% ../nbs/03_augment.ipynb #3fddc089
 def cc_recipe(dataset:str, # a dataset key: "cifar10", "stl10", "imagenet10", "digits", ...
@@ -142,12 +146,52 @@ def replay_per_image(x:torch.Tensor, # (N, C, H, W) uint8 images
 def forward(self:BatchAugment, x:torch.Tensor, # (B, C, H, W) uint8 (or float in [0, 1]) images
             generator=None, # torch.Generator for every random draw (CPU by default)
            ) -> torch.Tensor: # (B, C, S, S) normalised float views
-    "One random view of every image: `apply(x, sample_params(...))`, or the digits variant (affine warp and noise)."
+    "One random view of every image: `apply(x, sample_params(...))`, or the digits variant (stroke width, affine warp, elastic bend, noise)."
     c = self.cfg
     if c.kind == "digits":
         x = to_float(x)
         if x.shape[-1] != c.size: x = F.interpolate(x, size=(c.size, c.size), mode="bilinear", align_corners=False)
+        x = random_thickness(x, c.thickness, generator)
         x = random_affine(x, c.degrees, c.affine_scale, c.translate, generator)
+        x = random_elastic(x, c.elastic, generator=generator)
         x = (x + c.noise * torch.randn(x.shape, device=x.device, generator=generator)).clamp_(0, 1)
         return self.normalize(x)
     return self.apply(x, self.sample_params(x.shape[0], x.shape[-2], x.shape[-1], generator))
+
+# %% ../nbs/03_augment.ipynb #90d5684d
+PROBE_VARIANTS = {   # name -> overrides of the digits recipe
+    "fixed pen (warp + noise)": dict(thickness=0.0, elastic=0.0),
+    "+ stroke width": dict(elastic=0.0),
+    "+ stroke width + elastic": {},
+}
+
+def augmentation_probe(data, # an `ImageData` of small grey images (with labels)
+                       cfg:AugmentConfig, # the recipe to probe (its size is the training size)
+                       epochs:int=5, # passes over the images
+                       seed:int=0, # seeds the network, the batches and the views
+                       batch_size:int=128, lr:float=1e-3, temperature:float=0.5,
+                      ) -> dict: # acc and nmi of k-means on the features, and the seconds it took
+    "Train the small CNN with NT-Xent alone under `cfg`, then score k-means (K = number of classes) on its features."
+    import time
+    from deepcluster_nb.models import SmallCNN, instance_projector
+    from deepcluster_nb.infonce import nt_xent
+    from deepcluster_nb.metrics import kmeans_fit, score_assignments
+    t0 = time.time()
+    x = data.x; y = np.asarray(data.y); k = len(np.unique(y))
+    xf = to_float(x[:5000])
+    aug = BatchAugment(cfg, xf.mean((0, 2, 3)).tolist(), xf.std((0, 2, 3)).tolist())
+    torch.manual_seed(seed); g = torch.Generator().manual_seed(seed)
+    net, proj = SmallCNN(x.shape[1], image_size=cfg.size), instance_projector(256, 128)
+    opt = torch.optim.Adam([*net.parameters(), *proj.parameters()], lr=lr)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x) - batch_size + 1, batch_size):
+            xb = x[perm[i:i + batch_size]]
+            za, zb = (proj(net(aug(xb, generator=g))) for _ in range(2))
+            loss = nt_xent(za, zb, temperature)
+            opt.zero_grad(); loss.backward(); opt.step()
+    net.eval()
+    with torch.no_grad(): f = torch.cat([net(aug.eval_view(x[i:i + 1024])) for i in range(0, len(x), 1024)])
+    labels, _ = kmeans_fit(f, k, seed=0, n_init=3)
+    sc = score_assignments(y, np.eye(k)[labels])
+    return {"acc": sc["acc"], "nmi": sc["nmi"], "seconds": round(time.time() - t0, 1)}

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 __all__ = ['GRAY_WEIGHTS', 'JITTER_OPS', 'JITTER_IDENTITY', 'to_float', 'to_device', 'random_resized_crop_params', 'resized_crop',
            'adjust_brightness', 'adjust_contrast', 'adjust_saturation', 'rgb_to_hsv', 'hsv_to_rgb', 'adjust_hue_hsv',
            'adjust_hue', 'color_jitter_params', 'apply_color_jitter', 'color_jitter', 'apply_grayscale',
-           'random_grayscale', 'gaussian_blur', 'random_affine']
+           'random_grayscale', 'gaussian_blur', 'random_affine', 'random_thickness', 'elastic_warp', 'random_elastic']
 
 # %% ../nbs/A1_augment_kernels.ipynb #ecc15009
 def to_float(x:torch.Tensor) -> torch.Tensor:
@@ -258,3 +258,36 @@ def random_affine(x:torch.Tensor, degrees:float=20., scale=(0.8, 1.2), translate
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+# %% ../nbs/A1_augment_kernels.ipynb #1968124a
+def random_thickness(x:torch.Tensor, # (B, C, H, W) float images in [0, 1], strokes bright on a dark ground
+                     strength:float=0.7, # s: each image's weight w is drawn from U(-s, s)
+                     generator=None, # torch.Generator on x's device
+                    ) -> torch.Tensor:
+    "Per-image random stroke width: blend towards the 3×3 grey dilation (w > 0) or erosion (w < 0)."
+    if strength <= 0: return x
+    w = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).uniform_(-strength, strength, generator=generator)
+    dil, ero = F.max_pool2d(x, 3, 1, 1), -F.max_pool2d(-x, 3, 1, 1)
+    return x + w.clamp(min=0) * (dil - x) + (-w).clamp(min=0) * (ero - x)
+
+# %% ../nbs/A1_augment_kernels.ipynb #4ef6ca12
+def elastic_warp(x:torch.Tensor, # (B, C, H, W) float images
+                 d:torch.Tensor, # (B, 2, g, g) displacements (x then y) at the coarse nodes, normalised coordinates
+                ) -> torch.Tensor:
+    "Warp each image by its coarse displacement field, upsampled bicubically and added to the identity sampling grid."
+    B, C, H, W = x.shape
+    d = F.interpolate(d, size=(H, W), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+    eye = torch.eye(2, 3, device=x.device, dtype=x.dtype).expand(B, 2, 3)
+    grid = F.affine_grid(eye, [B, C, H, W], align_corners=False) + d
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+# %% ../nbs/A1_augment_kernels.ipynb #bcea0fc5
+def random_elastic(x:torch.Tensor, # (B, C, H, W) float images
+                   sigma:float=0.08, # std of the displacement at each coarse node, in normalised coordinates [-1, 1]
+                   nodes:int=4, # g: the coarse grid is g × g
+                   generator=None, # torch.Generator on x's device
+                  ) -> torch.Tensor:
+    "Per-image smooth random displacement: a g × g Gaussian field per image, through `elastic_warp`."
+    if sigma <= 0: return x
+    d = torch.empty(x.shape[0], 2, nodes, nodes, device=x.device, dtype=x.dtype).normal_(0., sigma, generator=generator)
+    return elastic_warp(x, d)

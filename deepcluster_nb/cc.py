@@ -55,8 +55,8 @@ CC_SETTINGS = Settings(
     setting(DIGIT_DATASETS, "ours: the small CNN at native size on CPU", backbone="small_cnn", stem="small", image_size="native",
             optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=128, epochs=100),
     setting("digits", "ours: 1,797 images give 14 steps per epoch", epochs=80),
-    setting("usps", "ours: 30 epochs of 72 steps at a constant learning rate, the budget of the results grid (with a cosine decay over so short a run, every seed stayed below k-means on the raw pixels)", epochs=30),
-    setting("mnist", "ours: 20 epochs of 78 steps on the 10,000 test digits at a constant learning rate, the budget of the results grid", epochs=20),
+    setting("usps", "ours: 15 epochs of 72 steps at a constant learning rate, the budget of the results grid", epochs=15),
+    setting("mnist", "ours: 10 epochs of 78 steps on the 10,000 test digits at a constant learning rate, the budget of the results grid", epochs=10),
 )
 
 @register_method

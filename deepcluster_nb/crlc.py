@@ -328,9 +328,9 @@ CRLC_SETTINGS = Settings(
             image_size="native", optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=128, epochs=50, augment=crlc_recipe),
     setting("digits", "ours: batch 32, 12 epochs (672 steps): many small steps on the 1,797 images in a short CPU run; "
             "the results over seeds: §10", batch_size=32, epochs=12),
-    setting("usps", "ours: 30 epochs of 72 steps at a constant learning rate, the budget of the results grid (its minutes per run: "
-            "§10)", epochs=30),
-    setting("mnist", "ours: 15 epochs of 78 steps on the 10,000 test digits at a constant learning rate, the budget of the results grid", epochs=15),
+    setting("usps", "ours: 15 epochs of 72 steps at a constant learning rate, the budget of the results grid (its minutes per run: "
+            "§10)", epochs=15),
+    setting("mnist", "ours: 10 epochs of 78 steps on the 10,000 test digits at a constant learning rate, the budget of the results grid", epochs=10),
 )
 
 def crlc_defaults(dataset:str) -> dict:

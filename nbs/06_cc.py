@@ -206,8 +206,8 @@ CC_SETTINGS = Settings(
     setting(DIGIT_DATASETS, "ours: the small CNN at native size on CPU", backbone="small_cnn", stem="small", image_size="native",
             optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=128, epochs=100),
     setting("digits", "ours: 1,797 images give 14 steps per epoch", epochs=80),
-    setting("usps", "ours: 30 epochs of 72 steps at a constant learning rate, the budget of the results grid (with a cosine decay over so short a run, every seed stayed below k-means on the raw pixels)", epochs=30),
-    setting("mnist", "ours: 20 epochs of 78 steps on the 10,000 test digits at a constant learning rate, the budget of the results grid", epochs=20),
+    setting("usps", "ours: 15 epochs of 72 steps at a constant learning rate, the budget of the results grid", epochs=15),
+    setting("mnist", "ours: 10 epochs of 78 steps on the 10,000 test digits at a constant learning rate, the budget of the results grid", epochs=10),
 )
 
 @register_method
@@ -266,7 +266,7 @@ pd.DataFrame(CC_SETTINGS.table(["cifar10", "stl10", "digits", "usps"],
 # %%
 test_eq({k: cc_defaults("cifar10")[k] for k in ("backbone", "stem", "image_size", "lr", "batch_size", "epochs")},
         dict(backbone="resnet34", stem="imagenet", image_size=224, lr=3e-4, batch_size=256, epochs=1000))
-test_eq((cc_defaults("digits")["epochs"], cc_defaults("usps")["epochs"], cc_defaults("custom")["backbone"]), (80, 30, "resnet18"))
+test_eq((cc_defaults("digits")["epochs"], cc_defaults("usps")["epochs"], cc_defaults("custom")["backbone"]), (80, 15, "resnet18"))
 
 # %% [markdown]
 # A smoke check of the step: the loss is finite, gradients reach the backbone, and 20 Adam steps on one fixed batch

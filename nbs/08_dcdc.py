@@ -421,8 +421,8 @@ DCDC_SETTINGS = Settings(
             "starting point; the rows below set each data set's budget)", backbone="small_cnn", stem="small", image_size="native", optimizer="adam", lr=2e-3,
             weight_decay=0.0, batch_size=128, epochs=20, augment=dcdc_recipe),
     setting("digits", "ours: batch 64 for 12 epochs (its results over seeds: the grid summary after the digits run)", batch_size=64, epochs=12),
-    setting("usps", "ours: 8 epochs of 72 steps at a constant learning rate, the budget of the results grid (a CPU run of a few minutes)", epochs=8),
-    setting("mnist", "ours: 4 epochs of 78 steps on the 10,000 test digits at a constant learning rate, the budget of the results grid", epochs=4),
+    setting("usps", "ours: 5 epochs of 72 steps at a constant learning rate, the budget of the results grid (a CPU run of a few minutes)", epochs=5),
+    setting("mnist", "ours: 3 epochs of 78 steps on the 10,000 test digits at a constant learning rate, the budget of the results grid", epochs=3),
 )
 
 # %% [markdown]

@@ -1087,9 +1087,9 @@ CRLC_SETTINGS = Settings(
             image_size="native", optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=128, epochs=50, augment=crlc_recipe),
     setting("digits", "ours: batch 32, 12 epochs (672 steps): many small steps on the 1,797 images in a short CPU run; "
             "the results over seeds: §10", batch_size=32, epochs=12),
-    setting("usps", "ours: 30 epochs of 72 steps at a constant learning rate, the budget of the results grid (its minutes per run: "
-            "§10)", epochs=30),
-    setting("mnist", "ours: 15 epochs of 78 steps on the 10,000 test digits at a constant learning rate, the budget of the results grid", epochs=15),
+    setting("usps", "ours: 15 epochs of 72 steps at a constant learning rate, the budget of the results grid (its minutes per run: "
+            "§10)", epochs=15),
+    setting("mnist", "ours: 10 epochs of 78 steps on the 10,000 test digits at a constant learning rate, the budget of the results grid", epochs=10),
 )
 
 def crlc_defaults(dataset:str) -> dict:
@@ -1110,7 +1110,7 @@ test_eq({d: crlc_defaults(d)["epochs"] for d in PAPER_BENCHMARKS},
 test_eq({k: crlc_defaults("digits")[k] for k in ("backbone", "optimizer", "lr", "weight_decay", "batch_size", "epochs")},
         dict(backbone="small_cnn", optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=32, epochs=12))
 test_eq((crlc_defaults("usps")["batch_size"], crlc_defaults("usps")["epochs"], crlc_defaults("mnist")["epochs"], crlc_defaults("custom")["backbone"]),
-        (128, 30, 15, "resnet18"))
+        (128, 15, 10, "resnet18"))
 test_eq((crlc_defaults("cifar10")["hparams"]["lambda_2"], crlc_defaults("digits")["hparams"]), (10.0, {}))
 test_eq(CRLC_SETTINGS.sourced("imagenet_dogs")["epochs"], (500, "App. A.7: 500 epochs suffice on ImageNet-10 and ImageNet-Dogs"))
 assert all(crlc_defaults(d)["augment"] is crlc_recipe for d in (*PAPER_BENCHMARKS, *DIGIT_DATASETS, "custom"))

@@ -635,6 +635,117 @@ assert all(not torch.allclose(_y[i], _y[j]) for i in range(5) for j in range(i +
 test_eq(_y.shape, _x.shape)
 
 # %% [markdown]
+# ## Stroke thickness and elastic strokes
+# A warp moves a digit but keeps its pen: every view of one image has the same stroke width. Width is not a class
+# (a bold 1 and a thin 1 are both ones), yet it is the easiest thing for an instance contrast to key on, and a
+# network that has learnt "this is the thick one" has learnt little about digits. Two more kernels take it away.
+#
+# **Thickness.** A grey-scale dilation $\oplus$ (the maximum over each pixel's $3\times3$ neighbourhood) thickens
+# strokes by about a pixel on each side; the erosion $\ominus$ (the minimum) thins them. One weight
+# $w \sim \mathcal{U}(-s, s)$ per image blends the image towards one or the other:
+#
+# $$\tilde x = x + w^+ (x \oplus B - x) + w^- (x \ominus B - x), \qquad w^+ = \max(w, 0),\; w^- = \max(-w, 0),$$
+#
+# so $w = 0$ keeps the image, $w = 1$ is the full dilation and $w = -1$ the full erosion, and values in between
+# give the widths in between. Both operators are max-pools: $x \oplus B$ = `max_pool2d(x, 3, 1, 1)` and
+# $x \ominus B$ = `-max_pool2d(-x, 3, 1, 1)`.
+
+# %%
+#| export
+def random_thickness(x:torch.Tensor, # (B, C, H, W) float images in [0, 1], strokes bright on a dark ground
+                     strength:float=0.7, # s: each image's weight w is drawn from U(-s, s)
+                     generator=None, # torch.Generator on x's device
+                    ) -> torch.Tensor:
+    "Per-image random stroke width: blend towards the 3×3 grey dilation (w > 0) or erosion (w < 0)."
+    if strength <= 0: return x
+    w = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).uniform_(-strength, strength, generator=generator)
+    dil, ero = F.max_pool2d(x, 3, 1, 1), -F.max_pool2d(-x, 3, 1, 1)
+    return x + w.clamp(min=0) * (dil - x) + (-w).clamp(min=0) * (ero - x)
+
+# %%
+show_doc(random_thickness)
+
+# %% [markdown]
+# The checks: the weight's end points are the dilation and the erosion written as loops over neighbourhoods; zero
+# strength is the identity; a thickened view never has less ink than the image and a thinned one never more; values
+# stay in $[0, 1]$.
+
+# %%
+def _dilate_loop(img, sign=1):
+    "Grey dilation (sign 1) or erosion (sign -1) over the 3×3 neighbourhood inside the image, one pixel at a time."
+    H, W = img.shape[-2:]; out = torch.empty_like(img)
+    for i in range(H):
+        for j in range(W):
+            nb = img[..., max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].flatten(-2)
+            out[..., i, j] = nb.amax(-1) if sign > 0 else nb.amin(-1)
+    return out
+
+_x = torch.rand(2, 1, 7, 9)
+_full = lambda x, w: x + max(w, 0) * (_dilate_loop(x) - x) + max(-w, 0) * (_dilate_loop(x, -1) - x)
+test_close(F.max_pool2d(_x, 3, 1, 1), _dilate_loop(_x)); test_close(-F.max_pool2d(-_x, 3, 1, 1), _dilate_loop(_x, -1))
+test_eq(random_thickness(_x, 0.), _x)
+_g = torch.Generator().manual_seed(0)
+_y = random_thickness(_x[:1].expand(64, 1, 7, 9), 1.0, _g)
+_w = torch.empty(64, 1, 1, 1).uniform_(-1., 1., generator=torch.Generator().manual_seed(0))   # the same draws
+for _i in (0, 1, 2, 3): test_close(_y[_i], _full(_x[0], float(_w[_i])), eps=1e-6)
+_thick, _thin = _w.flatten() > 0, _w.flatten() < 0
+assert (_y[_thick].sum((1, 2, 3)) >= _x[0].sum() - 1e-5).all() and (_y[_thin].sum((1, 2, 3)) <= _x[0].sum() + 1e-5).all()
+assert _y.min() >= 0 and _y.max() <= 1
+
+# %% [markdown]
+# **Elastic strokes.** Handwriting also bends: a loop opens, a stem leans. A smooth random displacement field does
+# that: draw a displacement $d \sim \mathcal{N}(0, \sigma^2)$ per image, axis and node of a coarse $g\times g$ grid
+# (normalised coordinates, so $\sigma = 0.08$ is 4 % of the side), upsample it bicubically to the image, add it to the
+# identity sampling grid and read the image there with `grid_sample`. Close pixels move together, so strokes stay
+# connected.
+
+# %%
+#| export
+def elastic_warp(x:torch.Tensor, # (B, C, H, W) float images
+                 d:torch.Tensor, # (B, 2, g, g) displacements (x then y) at the coarse nodes, normalised coordinates
+                ) -> torch.Tensor:
+    "Warp each image by its coarse displacement field, upsampled bicubically and added to the identity sampling grid."
+    B, C, H, W = x.shape
+    d = F.interpolate(d, size=(H, W), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+    eye = torch.eye(2, 3, device=x.device, dtype=x.dtype).expand(B, 2, 3)
+    grid = F.affine_grid(eye, [B, C, H, W], align_corners=False) + d
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+# %%
+#| export
+def random_elastic(x:torch.Tensor, # (B, C, H, W) float images
+                   sigma:float=0.08, # std of the displacement at each coarse node, in normalised coordinates [-1, 1]
+                   nodes:int=4, # g: the coarse grid is g × g
+                   generator=None, # torch.Generator on x's device
+                  ) -> torch.Tensor:
+    "Per-image smooth random displacement: a g × g Gaussian field per image, through `elastic_warp`."
+    if sigma <= 0: return x
+    d = torch.empty(x.shape[0], 2, nodes, nodes, device=x.device, dtype=x.dtype).normal_(0., sigma, generator=generator)
+    return elastic_warp(x, d)
+
+# %%
+show_doc(elastic_warp)
+
+# %%
+show_doc(random_elastic)
+
+# %% [markdown]
+# Zero displacement is the identity; a constant displacement field is a translation, the same as the affine warp's;
+# copies of one image bend differently; a seeded generator repeats the field.
+
+# %%
+_x = torch.rand(4, 1, 12, 12)
+test_close(random_elastic(_x, 0.), _x)
+test_close(elastic_warp(_x, torch.zeros(4, 2, 4, 4)), _x, eps=1e-5)
+_t = torch.tensor([[1., 0, 0.25], [0, 1, -0.5]]).expand(4, 2, 3)   # a translation as an affine matrix
+_d = torch.tensor([0.25, -0.5]).view(1, 2, 1, 1).expand(4, 2, 4, 4)  # the same translation as a constant field
+test_close(elastic_warp(_x, _d), F.grid_sample(_x, F.affine_grid(_t, [4, 1, 12, 12], align_corners=False), mode="bilinear",
+                                               padding_mode="zeros", align_corners=False), eps=1e-5)
+_y = random_elastic(_x[:1].expand(5, -1, -1, -1), 0.1, generator=torch.Generator().manual_seed(0))
+assert all(not torch.allclose(_y[i], _y[j]) for i in range(5) for j in range(i + 1, 5)), "each image its own field"
+test_eq(random_elastic(_x, generator=torch.Generator().manual_seed(3)), random_elastic(_x, generator=torch.Generator().manual_seed(3)))
+
+# %% [markdown]
 # ## Speed
 # The per-image PIL pipeline (torchvision's transforms on PIL images, as the official code runs them in its
 # DataLoader workers) against the batched module of `augment`, both on one CPU thread, on 512 CIFAR-sized images (a

@@ -16,7 +16,7 @@
 #
 # ```
 # DEEPCLUSTER_DATA=/path/to/npz papermill nbs/results.ipynb runs/results.ipynb            # the committed CPU grid
-# papermill nbs/results.ipynb out.ipynb -y "methods: [cc]" -y "datasets: [digits]" -y "seeds: [0, 1, 2, 3, 4]"
+# papermill nbs/results.ipynb out.ipynb -y "methods: [cc]" -y "datasets: [digits]" -y "dataset_seeds: {digits: [5, 6]}"
 # ```
 
 # %%
@@ -37,6 +37,7 @@ from deepcluster_nb.models import available_methods, get_method
 methods: list = ["cc", "dcdc", "crlc", "tcc", "cadec"]  # methods to train
 datasets: list = ["digits", "usps", "mnist_test"]  # datasets (usps and mnist_test need usps.npz and mnist_test.npz in the data root)
 seeds: list = [0, 1, 2]  # seeds of every (method, dataset)
+dataset_seeds: dict = {"digits": [0, 1, 2, 3, 4]}  # dataset -> its own seeds, in place of `seeds`
 epochs: dict = {}  # dataset -> epochs for every method (empty: each method's setting)
 overrides: dict = {}  # extra training parameters for every run, e.g. {max_steps: 3}
 workers: int = 2  # runs trained at the same time
@@ -66,12 +67,16 @@ def settings_hash(m, d) -> str:
     "A short hash of the method's settings for the dataset: a re-tuned table makes its runs new runs."
     import hashlib
     from deepcluster_nb.train import dataset_key
-    table = get_method(m).settings.resolve(dataset_key(d))
+    from dataclasses import asdict
+    from deepcluster_nb.augment import cc_recipe
+    key = dataset_key(d); table = get_method(m).settings.resolve(key)
+    table = {**table, "augment": asdict(table.get("augment", cc_recipe)(key, 0))}   # the recipe's values, not its name
     return hashlib.sha1(json.dumps(table, sort_keys=True, default=lambda o: getattr(o, "__name__", str(o))).encode()).hexdigest()[:8]
 
+def seeds_of(d) -> list: return list(dataset_seeds.get(d, seeds))
 def run_id(m, d, s): return f"{m}|{d}|{s}|{epochs.get(d, '')}|{json.dumps(overrides, sort_keys=True)}|{settings_hash(m, d)}"
 done = pd.read_csv(csv_path) if csv_path.exists() else pd.DataFrame(columns=["run_id"])
-jobs = [(m, d, s) for d in available for m in methods for s in seeds if run_id(m, d, s) not in set(done["run_id"])]
+jobs = [(m, d, s) for d in available for m in methods for s in seeds_of(d) if run_id(m, d, s) not in set(done["run_id"])]
 print(f"{len(jobs)} runs {'to train' if train else 'missing (not trained: train is false)'}, {len(done)} rows already in {csv_path}")
 if not train: jobs = []
 
@@ -128,7 +133,8 @@ kmeans
 
 # %%
 rows = pd.read_csv(csv_path)
-rows = rows[rows["method"].isin(methods) & rows["dataset"].isin(list(available)) & rows["seed"].isin(seeds)
+rows = rows[rows["method"].isin(methods) & rows["dataset"].isin(list(available))
+            & np.array([s in seeds_of(d) for d, s in zip(rows["dataset"], rows["seed"])], dtype=bool)
             & (rows["run_id"] == [run_id(m, d, s) for m, d, s in zip(rows["method"], rows["dataset"], rows["seed"])])]
 g = rows.groupby(["dataset", "method"], sort=False)
 summary = pd.DataFrame({
@@ -148,7 +154,8 @@ def results_markdown(summary:pd.DataFrame, rows:pd.DataFrame) -> str:
         lines.append(f"| {r.dataset} | {r.method} | {r.runs} | {r.epochs} | {r.acc_mean:.3f} ± {r.acc_std:.3f} | {r.acc_worst:.3f} | "
                      f"{r.nmi_mean:.3f} | {r.ari_mean:.3f} | {r.kmeans_acc:.3f} | {r.minutes_per_run:.1f} |")
     m = rows.iloc[-1] if len(rows) else None
-    foot = (f"\n\n{len(rows)} runs, seeds {sorted(set(rows['seed']))}, each on {m['threads']} CPU thread(s) with {m['workers']} "
+    seeds_txt = "; ".join(f"{d} {sorted(set(rows[rows['dataset'] == d]['seed']))}" for d in dict.fromkeys(rows["dataset"]))
+    foot = (f"\n\n{len(rows)} runs (seeds: {seeds_txt}), each on {m['threads']} CPU thread(s) with {m['workers']} "
             f"runs at a time on {m['machine']} (torch {m['torch']}, commit {m['commit']}, {m['date']}). Produced by "
             f"`papermill nbs/results.ipynb runs/results.ipynb` (data root with usps.npz and mnist_test.npz); every row is in "
             f"`{csv}`.") if m is not None else ""

@@ -1,9 +1,9 @@
-"The results notebook, trimmed: every run becomes a CSV row through the one Trainer, the summary is drawn, and a second execution trains nothing again."
+"The results notebook, trimmed: every run becomes a CSV row through the one Trainer, the summary is drawn, and a second execution trains nothing again; a dataset's own seeds replace the common ones."
 import csv, json
 from conftest import ROOT, BIN, run
 
 def test_results_notebook_trimmed_and_resumable(tmp_path):
-    y = (f"methods: [cc, crlc]\ndatasets: [digits]\nseeds: [0, 1]\noverrides: {{max_steps: 2, eval_every: 0}}\n"
+    y = (f"methods: [cc, crlc]\ndatasets: [digits]\nseeds: [7]\ndataset_seeds: {{digits: [0, 1]}}\noverrides: {{max_steps: 2, eval_every: 0}}\n"
          f"runs_dir: {tmp_path}/runs\ncsv: {tmp_path}/grid.csv\nkmeans_seeds: 1\nkmeans_csv: {tmp_path}/kmeans.csv\n")
     cmd = [str(BIN / "papermill"), "nbs/results.ipynb", str(tmp_path / "o.ipynb"), "-k", "python3", "-y", y]
     run(cmd, timeout=600)
@@ -19,7 +19,7 @@ def test_results_notebook_trimmed_and_resumable(tmp_path):
     nb = json.loads((tmp_path / "o.ipynb").read_text())
     assert "0 runs to train" in "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
     # a new seed with train false: reported as missing, nothing trained, the summary still drawn from the 4 rows
-    run(cmd[:-1] + [y.replace("seeds: [0, 1]", "seeds: [0, 1, 2]") + "train: false\n"], timeout=600)
+    run(cmd[:-1] + [y.replace("digits: [0, 1]", "digits: [0, 1, 2]") + "train: false\n"], timeout=600)
     assert len(list(csv.DictReader(open(tmp_path / "grid.csv")))) == 4
     nb = json.loads((tmp_path / "o.ipynb").read_text())
     assert "2 runs missing (not trained" in "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
