@@ -39,6 +39,7 @@ def main(argv=None):
     p.add_argument("--datasets", nargs="+", default=list(EPOCHS), help="digits, usps, mnist_test (default: all three)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=2, help="probes run at once, one thread each (default: 2)")
+    p.add_argument("--epochs", type=int, help="epochs of every probe (default: digits 20, usps 5, mnist_test 5)")
     p.add_argument("--out", default="nbs/results/augment_probe.csv")
     a = p.parse_args(argv)
     unknown = [d for d in a.datasets if d not in EPOCHS]
@@ -52,7 +53,7 @@ def main(argv=None):
         try: load_dataset(d, download=False)
         except DatasetNotFound as e:
             print(f"skipping {d}: {e}", file=sys.stderr); continue
-        jobs += [(d, v, s, EPOCHS[d]) for s in a.seeds for v in PROBE_VARIANTS if (d, v, s) not in done]
+        jobs += [(d, v, s, a.epochs or EPOCHS[d]) for s in a.seeds for v in PROBE_VARIANTS if (d, v, s) not in done]
     print(f"{len(jobs)} probes to run ({len(done)} already in {out})", flush=True)
     new = not out.exists()
     with open(out, "a", newline="") as f, ProcessPoolExecutor(a.jobs) as ex:

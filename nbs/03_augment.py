@@ -495,6 +495,8 @@ assert 0.1 <= _p1["acc"] <= 1 and 0 <= _p1["nmi"] <= 1
 
 # %%
 from pathlib import Path
+
+# %%
 _probe_csv = Path("results/augment_probe.csv")
 if _probe_csv.exists():
     _pr = pd.read_csv(_probe_csv)

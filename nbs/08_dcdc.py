@@ -641,7 +641,7 @@ _ = plot_history(_tr.history, "DCDC on digits")
 
 # %% [markdown]
 # How far above chance, over seeds, is the results notebook's business (`nbs/results.ipynb`): it trains DCDC with the
-# table's settings on digits, USPS and the MNIST test digits for seeds 0, 1 and 2. Its summary, beside k-means on the
+# table's settings on digits (seeds 0–4), USPS and the MNIST test digits (seeds 0–2). Its summary, beside k-means on the
 # raw pixels:
 
 # %%

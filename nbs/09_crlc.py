@@ -1382,7 +1382,7 @@ assert metrics["empty_clusters"] == 0 and metrics["largest_cluster"] < 0.5, metr
 
 # %% [markdown]
 # **Over seeds and datasets.** The results notebook (`nbs/results.ipynb`) trains CRLC with the settings table's
-# defaults on digits, USPS and the 10,000 MNIST test digits, seeds 0–2 each, and writes one row per run to
+# defaults on digits (seeds 0–4), USPS and the 10,000 MNIST test digits (seeds 0–2), and writes one row per run to
 # `results/cpu_grid.csv`; `grid_summary` reads it, beside k-means on the raw pixels (`results/kmeans_pixels.csv`, ACC
 # averaged over its seeds):
 

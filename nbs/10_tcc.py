@@ -802,7 +802,7 @@ _ = plot_history(_tr.history, "TCC on digits (seed 0)")
 # five methods (the settings table says what shorter runs gave).
 #
 # **Over seeds and datasets.** The results notebook (`nbs/results.ipynb`) trains TCC with the table's settings on
-# digits, USPS and the MNIST test digits, seeds 0–2; its summary, beside k-means on the raw pixels:
+# digits (seeds 0–4), USPS and the MNIST test digits (seeds 0–2); its summary, beside k-means on the raw pixels:
 
 # %%
 from deepcluster_nb.report import grid_summary, print_grid_summary

@@ -602,7 +602,7 @@ _ = plot_history(_tr.history, "CADEC on digits (seed 0)")
 # instance loss learns, and k-means on the same features is a strong reference.
 #
 # **Over seeds and datasets.** The results notebook (`nbs/results.ipynb`) trains CADEC with the table's settings on
-# digits, USPS and the MNIST test digits, seeds 0–2; its summary, beside k-means on the raw pixels:
+# digits (seeds 0–4), USPS and the MNIST test digits (seeds 0–2); its summary, beside k-means on the raw pixels:
 
 # %%
 from deepcluster_nb.report import grid_summary, print_grid_summary

@@ -63,7 +63,7 @@
 # |---|---|---|
 # | [`01_metrics`](01_metrics.ipynb) | `metrics` | ACC by Hungarian matching (and the many-to-one variant, labelled as such), NMI, ARI |
 # | [`02_data`](02_data.ipynb) | `data` | every benchmark as one in-memory `uint8` tensor; offline errors that name the files |
-# | [`03_augment`](03_augment.ipynb) | `augment` | SimCLR-family augmentation with per-image parameters, batched on CPU or GPU |
+# | [`03_augment`](03_augment.ipynb) | `augment` | SimCLR-family augmentation with per-image parameters, batched on CPU or GPU; the digits recipe that varies the pen, and the probe that measures it |
 # | [`04_models`](04_models.ipynb) | `models` | ResNet backbones (ImageNet or small-image stem), a small CNN, heads, momentum encoder, queue, the method interface |
 # | [`05_infonce`](05_infonce.ipynb) | `infonce` | InfoNCE from first principles: the bound, the optimal critic, NT-Xent and its gradient |
 # | [`06_cc`](06_cc.ipynb) | `cc` | Contrastive Clustering, Eq. 1–7, and where the official code departs from the paper |
@@ -78,7 +78,7 @@
 #
 # | notebook | module | what it covers |
 # |---|---|---|
-# | [`A1_augment_kernels`](A1_augment_kernels.ipynb) | `augment_kernels` | the batched augmentation kernels: crop and flip as matrix products, per-image colour jitter, blur and affine warps, each checked against torchvision |
+# | [`A1_augment_kernels`](A1_augment_kernels.ipynb) | `augment_kernels` | the batched augmentation kernels: crop and flip as matrix products, per-image colour jitter, blur and affine warps, each checked against torchvision; stroke width and elastic bends for digits |
 # | [`A2_report`](A2_report.ipynb) | `report` | evaluate any checkpoint: confusion matrix, cluster sizes and collapse, t-SNE, galleries, comparison with the papers |
 # | [`A3_bench`](A3_bench.ipynb) | `bench` | the throughput benchmark and the official-style reference loop |
 # | [`A4_distributed`](A4_distributed.ipynb) | `distributed` | data-parallel training with DDP and `torchrun`, and why gathered losses give exact gradients |
@@ -148,9 +148,9 @@
 # ## Measured results
 #
 # Every method on the three CPU datasets — scikit-learn's digits (1,797 images, 8 px), USPS (9,298, 16 px) and the
-# 10,000 MNIST test digits (28 px) — with its settings-table defaults, three seeds each, beside k-means on the raw
-# pixels. The table below is written by the results notebook from its CSV (`nbs/results/cpu_grid.csv`, one row per
-# run); nothing in it is typed by hand and nothing is copied from the papers (the papers' own numbers live in each
+# 10,000 MNIST test digits (28 px) — with its settings-table defaults, five seeds on the digits and three on the
+# others, beside k-means on the raw pixels. The table below is written by the results notebook from its CSV
+# (`nbs/results/cpu_grid.csv`, one row per run); nothing in it is typed by hand and nothing is copied from the papers (the papers' own numbers live in each
 # method's module and are shown beside a run by `nbs/report.ipynb`). GPU runs with the papers' settings on the six
 # benchmarks are still to be measured (`python ci/gpu_campaign.py` is the command to run first on a GPU machine):
 # nothing here claims a reproduction of a paper's table.

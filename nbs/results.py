@@ -98,11 +98,12 @@ def train_one(m, d, s):
     t0 = time.time()
     r = subprocess.run([sys.executable, "-c", CODE, json.dumps(params)], capture_output=True, text=True, env=env)
     if r.returncode != 0: raise RuntimeError(f"{m} on {d}, seed {s} failed:\n{r.stderr[-2000:]}")
-    met, cfg = json.loads((out / "metrics.json").read_text()), json.loads((out / "config.json").read_text())["config"]
+    met, saved = json.loads((out / "metrics.json").read_text()), json.loads((out / "config.json").read_text())
+    cfg = saved["config"]
     return dict(run_id=run_id(m, d, s), method=m, dataset=d, seed=s, epochs=met["epochs"], steps=met["steps"],
                 acc=met["acc"], nmi=met["nmi"], ari=met["ari"], collapsed=met["collapsed"], largest_cluster=met["largest_cluster"],
                 train_seconds=met["train_seconds"], wall_seconds=round(time.time() - t0, 1), batch_size=cfg["batch_size"],
-                lr=cfg["lr"], threads=threads, workers=workers, machine=MACHINE, torch=cfg.get("torch", ""), commit=commit(),
+                lr=cfg["lr"], threads=threads, workers=workers, machine=MACHINE, torch=saved.get("torch", ""), commit=commit(),
                 date=datetime.date.today().isoformat())
 
 # %%
@@ -136,6 +137,12 @@ rows = pd.read_csv(csv_path)
 rows = rows[rows["method"].isin(methods) & rows["dataset"].isin(list(available))
             & np.array([s in seeds_of(d) for d, s in zip(rows["dataset"], rows["seed"])], dtype=bool)
             & (rows["run_id"] == [run_id(m, d, s) for m, d, s in zip(rows["method"], rows["dataset"], rows["seed"])])]
+def torch_of(r) -> str:
+    "The torch version a run recorded: its CSV cell, else its run folder's config.json (rows of older grids lack the cell)."
+    if isinstance(r["torch"], str) and r["torch"]: return r["torch"]
+    f = runs_root / f"{r['method']}_{r['dataset']}_s{r['seed']}" / "config.json"
+    return json.loads(f.read_text()).get("torch", "") if f.exists() else ""
+if len(rows): rows = rows.assign(torch=[torch_of(r) for _, r in rows.iterrows()])
 g = rows.groupby(["dataset", "method"], sort=False)
 summary = pd.DataFrame({
     "runs": g.size(), "epochs": g["epochs"].max(),

@@ -163,7 +163,22 @@ def test_digits_views_warp_and_never_flip():
     aug = BatchAugment(cc_recipe("digits", 12), mean=[0.5], std=[0.25])
     v = aug(x, torch.Generator().manual_seed(13))
     assert v.shape == (6, 1, 12, 12) and torch.equal(v, aug(x, torch.Generator().manual_seed(13)))
-    still = BatchAugment(AugmentConfig(kind="digits", size=8, degrees=0., affine_scale=(1, 1), translate=0., noise=0.), [0.5], [0.25])
+    still = BatchAugment(AugmentConfig(kind="digits", size=8, degrees=0., affine_scale=(1, 1), translate=0., noise=0.,
+                                       thickness=0., elastic=0.), [0.5], [0.25])
     torch.testing.assert_close(still(x), still.eval_view(x), atol=1e-5, rtol=0)
     xf = to_float(x)
     torch.testing.assert_close(random_affine(xf, degrees=0., scale=(1, 1), translate=0.), xf, atol=1e-5, rtol=0)
+
+
+def test_digits_views_vary_the_stroke_width():
+    "With only the width on, copies of one digit get different amounts of ink, thicker and thinner than the original."
+    from deepcluster_nb.augment import random_thickness, random_elastic
+    x = torch.zeros(1, 1, 16, 16); x[..., 3:13, 7:9] = 1.0                     # a 2-px vertical stroke: a "1"
+    only_width = AugmentConfig(kind="digits", size=16, degrees=0., affine_scale=(1, 1), translate=0., noise=0., elastic=0.)
+    v = BatchAugment(only_width, [0.], [1.])((x * 255).to(torch.uint8).expand(32, 1, 16, 16), torch.Generator().manual_seed(0))
+    ink = v.sum((1, 2, 3))
+    assert ink.max() > x.sum() * 1.5 and ink.min() < x.sum() * 0.75, ink      # dilation widens the 2-px stroke to 4 px, erosion erases it
+    assert len(set(ink.round(decimals=3).tolist())) > 20, "each view its own width"
+    torch.testing.assert_close(random_thickness(x, 0.), x)
+    y = random_elastic(x.expand(4, 1, 16, 16), 0.08, generator=torch.Generator().manual_seed(1))
+    assert y.shape == (4, 1, 16, 16) and not torch.allclose(y[0], y[1]) and (y.sum((1, 2, 3)) > 0.5 * x.sum()).all()

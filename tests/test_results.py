@@ -9,7 +9,7 @@ def test_results_notebook_trimmed_and_resumable(tmp_path):
     run(cmd, timeout=600)
     rows = list(csv.DictReader(open(tmp_path / "grid.csv")))
     assert sorted((r["method"], r["seed"]) for r in rows) == [("cc", "0"), ("cc", "1"), ("crlc", "0"), ("crlc", "1")]
-    assert all(r["steps"] == "2" and 0 <= float(r["acc"]) <= 1 and r["machine"] for r in rows)
+    assert all(r["steps"] == "2" and 0 <= float(r["acc"]) <= 1 and r["machine"] and r["torch"] for r in rows)
     assert [r["dataset"] for r in csv.DictReader(open(tmp_path / "kmeans.csv"))] == ["digits"]
     nb = json.loads((tmp_path / "o.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) + json.dumps(o.get("data", {})) for c in nb["cells"] for o in c.get("outputs", []))
