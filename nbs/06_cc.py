@@ -305,9 +305,11 @@ _grid
 
 # %%
 print_grid_summary(_grid)
-# on the digits, every seed of the grid beats k-means on the raw pixels, and no run of any dataset collapsed
+# on every dataset every seed of the grid beats k-means on the raw pixels, and no run collapsed; on the digits every
+# seed reaches 0.85 and the mean 0.90
+assert (_grid["acc_worst"] > _grid["kmeans_pixels_acc"]).all() and (_grid["collapsed_runs"] == 0).all(), _grid
 _d = _grid.set_index("dataset").loc["digits"]
-assert _d.acc_worst > _d.kmeans_pixels_acc and (_grid["collapsed_runs"] == 0).all(), _grid
+assert _d.acc_worst >= 0.85 and _d.acc_mean >= 0.90, _d
 
 # %% [markdown]
 # ## What the balance term costs on unbalanced data

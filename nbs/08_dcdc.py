@@ -564,6 +564,7 @@ print(_c)
 
 # %%
 from deepcluster_nb.data import load_dataset
+from dataclasses import replace
 from deepcluster_nb.augment import BatchAugment
 from deepcluster_nb.metrics import clustering_scores
 
@@ -571,7 +572,9 @@ from deepcluster_nb.metrics import clustering_scores
 _data = load_dataset("digits")
 _X, _yd = _data.train.x, _data.train.y
 _xf = _X.float() / 255
-_aug = BatchAugment(dcdc_recipe("digits", 8), [_xf.mean().item()], [_xf.std().item()])
+# the miniature keeps the digits recipe's warp and noise but a fixed pen (no stroke width, no elastic bend): a pixel
+# MLP has no convolution with which to learn width invariance in 200 steps, and the losses, not the views, are the topic
+_aug = BatchAugment(replace(dcdc_recipe("digits", 8), thickness=0., elastic=0.), [_xf.mean().item()], [_xf.std().item()])
 
 def toy_ablation(terms, steps=200, B=128, r=3, tau=0.5, seed=0):
     "Train a pixel MLP with the chosen terms of Eq. 11 (no balance term); return ACC, clusters used, largest share, confidence."
@@ -653,9 +656,11 @@ _grid
 
 # %%
 print_grid_summary(_grid)
-# on the digits, every seed of the grid beats k-means on the raw pixels, and no run of any dataset collapsed
+# on every dataset every seed of the grid beats k-means on the raw pixels, and no run collapsed; on the digits every
+# seed reaches 0.85 and the mean 0.90
+assert (_grid["acc_worst"] > _grid["kmeans_pixels_acc"]).all() and (_grid["collapsed_runs"] == 0).all(), _grid
 _d = _grid.set_index("dataset").loc["digits"]
-assert _d.acc_worst > _d.kmeans_pixels_acc and (_grid["collapsed_runs"] == 0).all(), _grid
+assert _d.acc_worst >= 0.85 and _d.acc_mean >= 0.90, _d
 
 # %% [markdown]
 # ## Affinity matrices (Fig. 4–5)
