@@ -158,23 +158,23 @@
 # <!-- results:start -->
 # | dataset | method | runs | epochs | ACC mean ± std | worst ACC | NMI | ARI | k-means on pixels (ACC) | min/run |
 # |---|---|---|---|---|---|---|---|---|---|
-# | digits | cc | 3 | 80 | 0.922 ± 0.078 | 0.832 | 0.897 | 0.866 | 0.794 | 2.2 |
-# | digits | dcdc | 3 | 12 | 0.909 ± 0.055 | 0.854 | 0.879 | 0.836 | 0.794 | 1.3 |
-# | digits | crlc | 3 | 12 | 0.847 ± 0.013 | 0.834 | 0.780 | 0.721 | 0.794 | 0.6 |
-# | digits | tcc | 3 | 200 | 0.884 ± 0.048 | 0.837 | 0.844 | 0.789 | 0.794 | 3.8 |
-# | digits | cadec | 3 | 60 | 0.953 ± 0.004 | 0.948 | 0.917 | 0.900 | 0.794 | 2.3 |
-# | usps | cc | 3 | 30 | 0.703 ± 0.101 | 0.641 | 0.738 | 0.615 | 0.667 | 7.5 |
-# | usps | dcdc | 3 | 8 | 0.663 ± 0.039 | 0.629 | 0.742 | 0.593 | 0.667 | 11.1 |
-# | usps | crlc | 3 | 30 | 0.650 ± 0.070 | 0.572 | 0.639 | 0.502 | 0.667 | 11.0 |
-# | usps | tcc | 3 | 40 | 0.592 ± 0.027 | 0.566 | 0.611 | 0.469 | 0.667 | 10.4 |
-# | usps | cadec | 3 | 20 | 0.704 ± 0.025 | 0.690 | 0.736 | 0.650 | 0.667 | 6.6 |
-# | mnist_test | cc | 3 | 20 | 0.614 ± 0.030 | 0.582 | 0.587 | 0.466 | 0.544 | 5.7 |
-# | mnist_test | dcdc | 3 | 4 | 0.638 ± 0.013 | 0.623 | 0.606 | 0.477 | 0.544 | 5.8 |
-# | mnist_test | crlc | 3 | 15 | 0.676 ± 0.059 | 0.609 | 0.592 | 0.500 | 0.544 | 5.6 |
-# | mnist_test | tcc | 3 | 25 | 0.499 ± 0.058 | 0.437 | 0.472 | 0.311 | 0.544 | 5.6 |
-# | mnist_test | cadec | 3 | 15 | 0.655 ± 0.078 | 0.575 | 0.608 | 0.503 | 0.544 | 2.3 |
+# | digits | cc | 5 | 80 | 0.940 ± 0.027 | 0.910 | 0.919 | 0.883 | 0.794 | 4.6 |
+# | digits | dcdc | 5 | 12 | 0.912 ± 0.034 | 0.878 | 0.892 | 0.851 | 0.794 | 2.9 |
+# | digits | crlc | 5 | 12 | 0.917 ± 0.017 | 0.900 | 0.865 | 0.835 | 0.794 | 1.6 |
+# | digits | tcc | 5 | 200 | 0.952 ± 0.040 | 0.883 | 0.924 | 0.906 | 0.794 | 8.2 |
+# | digits | cadec | 5 | 60 | 0.958 ± 0.005 | 0.953 | 0.925 | 0.912 | 0.794 | 4.9 |
+# | usps | cc | 3 | 15 | 0.901 ± 0.064 | 0.841 | 0.902 | 0.853 | 0.667 | 3.2 |
+# | usps | dcdc | 3 | 5 | 0.906 ± 0.085 | 0.812 | 0.909 | 0.868 | 0.667 | 6.9 |
+# | usps | crlc | 3 | 15 | 0.923 ± 0.018 | 0.904 | 0.862 | 0.840 | 0.667 | 5.8 |
+# | usps | tcc | 3 | 20 | 0.887 ± 0.071 | 0.831 | 0.870 | 0.830 | 0.667 | 6.1 |
+# | usps | cadec | 3 | 10 | 0.979 ± 0.002 | 0.976 | 0.944 | 0.957 | 0.667 | 3.9 |
+# | mnist_test | cc | 3 | 10 | 0.969 ± 0.002 | 0.968 | 0.934 | 0.934 | 0.544 | 3.1 |
+# | mnist_test | dcdc | 3 | 3 | 0.969 ± 0.005 | 0.964 | 0.934 | 0.933 | 0.544 | 4.5 |
+# | mnist_test | crlc | 3 | 10 | 0.954 ± 0.005 | 0.950 | 0.906 | 0.901 | 0.544 | 3.8 |
+# | mnist_test | tcc | 3 | 12 | 0.962 ± 0.005 | 0.958 | 0.919 | 0.919 | 0.544 | 3.3 |
+# | mnist_test | cadec | 3 | 8 | 0.964 ± 0.002 | 0.962 | 0.928 | 0.923 | 0.544 | 3.9 |
 #
-# 45 runs, seeds [0, 1, 2], each on 1 CPU thread(s) with 2 runs at a time on x86_64, 2 cores, Linux (torch nan, commit 9c5b88b, 2026-12-05). Produced by `papermill nbs/results.ipynb runs/results.ipynb` (data root with usps.npz and mnist_test.npz); every row is in `nbs/results/cpu_grid.csv`.
+# 55 runs (seeds: digits [0, 1, 2, 3, 4]; usps [0, 1, 2]; mnist_test [0, 1, 2]), each on 1 CPU thread(s) with 2 runs at a time on x86_64, 2 cores, Linux (torch 2.13.0+cu130, commit ea7e219, 2026-12-05). Produced by `papermill nbs/results.ipynb runs/results.ipynb` (data root with usps.npz and mnist_test.npz); every row is in `nbs/results/cpu_grid.csv`.
 # <!-- results:end -->
 
 # %% [markdown]
