@@ -56,6 +56,7 @@ class TrainConfig:
     eval_every: int = 10  # evaluate every N epochs (0: only at the end)
     stop_on_collapse: bool = False  # stop (keeping the checkpoint) when the clusters collapse or the loss explodes or stalls
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for trimmed runs
+    max_minutes: float = 0  # stop after this many minutes of training (0: no limit); the run then ends as if finished
     subset: int = 0  # train on a random subset of this many images (0: all)
     unlabeled: bool | None = None  # also train on the dataset's unlabelled images (STL-10's 100,000) where the method's paper does
     progress: bool = True  # show a progress bar
@@ -162,7 +163,7 @@ def _check_ranges(c:TrainConfig):
     if not 0 < c.lr <= 10: bad("lr", "in (0, 10]")
     if c.weight_decay < 0: bad("weight_decay", "at least 0")
     if not 0 <= c.momentum < 1: bad("momentum", "in [0, 1)")
-    for f in ("subset", "max_steps", "eval_every", "threads", "warmup_epochs"):
+    for f in ("subset", "max_steps", "eval_every", "threads", "warmup_epochs", "max_minutes"):
         if getattr(c, f) < 0: bad(f, "0 or more")
     if c.warmup_epochs >= c.epochs and c.warmup_epochs: bad("warmup_epochs", f"below epochs ({c.epochs})")
     for k, v in c.hparams.items():   # temperatures of every method
@@ -469,6 +470,12 @@ class NonFiniteLoss(RuntimeError):
     "Raised when a training loss becomes NaN or infinite."
 
 @patch
+def out_of_budget(self:Trainer) -> bool:
+    "Whether `max_steps` steps or `max_minutes` minutes (from the start of `fit`) have been spent."
+    c, deadline = self.cfg, getattr(self, "deadline", None)
+    return bool(c.max_steps and self.global_step >= c.max_steps) or bool(deadline and time.time() >= deadline)
+
+@patch
 def train_epoch(self:Trainer, bar=None) -> dict:
     "One pass over the training images per head; the mean of every loss term (one host synchronisation per epoch)."
     c, sums, counts = self.cfg, {}, {}
@@ -484,9 +491,9 @@ def train_epoch(self:Trainer, bar=None) -> dict:
                 key = k if head == "main" else f"{head}/{k}"
                 sums[key] = sums.get(key, 0) + v.detach().float(); counts[key] = counts.get(key, 0) + 1
             if bar is not None: bar.update(1)
-            if c.max_steps and self.global_step >= c.max_steps: break
+            if self.out_of_budget(): break
         batches.close()
-        if c.max_steps and self.global_step >= c.max_steps: break
+        if self.out_of_budget(): break
     stats = {k: float(v) / counts[k] for k, v in sums.items()}
     bad = [k for k, v in stats.items() if not math.isfinite(v)]
     if bad: raise NonFiniteLoss(f"non-finite {bad} in epoch {self.epoch + 1} (step {self.global_step}); the last good "
@@ -590,7 +597,7 @@ def load_state(self:Trainer, ck:dict):
 # %% ../nbs/07_train.ipynb #f7a8e790
 RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", "config.json", "history.json", "history.csv", "metrics.json",
              "training_curves.png", "confusion.png", "report.json")
-RESUME_SAFE = ("epochs", "eval_every", "max_steps", "progress", "device", "amp", "compile", "data_on_device", "threads",
+RESUME_SAFE = ("epochs", "eval_every", "max_steps", "max_minutes", "progress", "device", "amp", "compile", "data_on_device", "threads",
                "out_dir", "resume", "overwrite", "stop_on_collapse", "data_root")
 
 class RunFolderExists(FileExistsError):
@@ -781,11 +788,12 @@ def fit(self:Trainer) -> dict:
                disable=not (c.progress and main), mininterval=2, dynamic_ncols=True)
     say = bar.write if c.progress and main else print
     t0, alarms = time.time(), [h["alarm"] for h in self.history if h.get("alarm")]
-    while self.epoch < c.epochs and not (c.max_steps and self.global_step >= c.max_steps):
+    self.deadline = time.time() + 60 * c.max_minutes if c.max_minutes else None
+    while self.epoch < c.epochs and not self.out_of_budget():
         stats = self.train_epoch(bar)
         self.epoch += 1
         rec = {"epoch": self.epoch, "step": self.global_step, **stats, "time_s": round(time.time() - t0, 2)}
-        last = self.epoch == c.epochs or bool(c.max_steps and self.global_step >= c.max_steps)
+        last = self.epoch == c.epochs or self.out_of_budget()
         if main and ((c.eval_every and self.epoch % c.eval_every == 0) or last):
             ev = self.evaluate()
             rec.update({k: v for k, v in ev.items() if k not in ("cluster_sizes", "collapse")})

@@ -54,6 +54,7 @@ overwrite: bool = False  # replace a run already in out_dir (otherwise the train
 eval_every: int = 10  # evaluate every N epochs (0: only at the end)
 stop_on_collapse: bool = False  # stop (keeping the checkpoint) when the clusters collapse or the loss explodes or stalls
 max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for trimmed runs
+max_minutes: float = 0  # stop after this many minutes of training (0: no limit); the run then ends as if finished
 subset: int = 0  # train on a random subset of this many images (0: all)
 unlabeled: Optional[bool] = None  # also train on the dataset's unlabelled images (STL-10's 100,000) where the method's paper does
 progress: bool = True  # show a progress bar
