@@ -12,7 +12,8 @@ import torch.nn.functional as F
 __all__ = ['GRAY_WEIGHTS', 'JITTER_OPS', 'JITTER_IDENTITY', 'to_float', 'to_device', 'random_resized_crop_params', 'resized_crop',
            'adjust_brightness', 'adjust_contrast', 'adjust_saturation', 'rgb_to_hsv', 'hsv_to_rgb', 'adjust_hue_hsv',
            'adjust_hue', 'color_jitter_params', 'apply_color_jitter', 'color_jitter', 'apply_grayscale',
-           'random_grayscale', 'gaussian_blur', 'random_affine', 'random_thickness', 'elastic_warp', 'random_elastic']
+           'random_grayscale', 'gaussian_blur', 'random_affine', 'random_thickness', 'elastic_warp', 'random_elastic',
+           'cc_pil_transform', 'PILViews']
 
 # %% ../nbs/A1_augment_kernels.ipynb #ecc15009
 def to_float(x:torch.Tensor) -> torch.Tensor:
@@ -291,3 +292,35 @@ def random_elastic(x:torch.Tensor, # (B, C, H, W) float images
     if sigma <= 0: return x
     d = torch.empty(x.shape[0], 2, nodes, nodes, device=x.device, dtype=x.dtype).normal_(0., sigma, generator=generator)
     return elastic_warp(x, d)
+
+# %% ../nbs/A1_augment_kernels.ipynb #3bfe1ec6
+def cc_pil_transform(cfg, # an `augment.AugmentConfig` of the SimCLR family (`kind="simclr"`)
+                    ):
+    "The per-image PIL pipeline of a SimCLR-family recipe: crop, flip, jitter (p), grayscale (p), blur (p), ToTensor."
+    import torchvision.transforms as T
+    if cfg.kind != "simclr": raise ValueError(f"the PIL reference covers the SimCLR-family recipe, not {cfg.kind!r}")
+    tf = [T.RandomResizedCrop(cfg.size, scale=cfg.crop_scale)]
+    if cfg.hflip: tf.append(T.RandomHorizontalFlip())
+    tf += [T.RandomApply([T.ColorJitter(*cfg.jitter)], p=cfg.jitter_p), T.RandomGrayscale(cfg.gray_p)]
+    if cfg.blur_p > 0: tf.append(T.RandomApply([T.GaussianBlur(cfg.blur_kernel, cfg.blur_sigma)], p=cfg.blur_p))
+    return T.Compose(tf + [T.ToTensor()])
+
+# %% ../nbs/A1_augment_kernels.ipynb #8012f9ed
+class PILViews(torch.utils.data.Dataset):
+    "Images kept as a NumPy array; an item is `n_views` PIL-transformed views, the resized raw image if asked, and the index."
+    def __init__(self, x:torch.Tensor, # (N, C, H, W) uint8 images
+                 transform, # a per-image PIL pipeline, e.g. `cc_pil_transform(cfg)`
+                 n_views:int=2, # views per item
+                 raw_size:int|None=None, # also return the image resized to this side (None: an empty tensor)
+                ):
+        self.x = x.permute(0, 2, 3, 1).numpy()   # (N, H, W, C) uint8, like torchvision's CIFAR
+        self.transform, self.n_views, self.raw_size = transform, n_views, raw_size
+    def __len__(self): return len(self.x)
+    def __getitem__(self, i):
+        from PIL import Image
+        import torchvision.transforms.functional as TVF
+        a = self.x[i]
+        img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+        views = [self.transform(img) for _ in range(self.n_views)]
+        raw = TVF.to_tensor(TVF.resize(img, [self.raw_size] * 2)) if self.raw_size else torch.zeros(0)
+        return (*views, raw, i)

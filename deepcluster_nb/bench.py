@@ -6,19 +6,20 @@
 from __future__ import annotations
 import os, time, math, statistics, warnings
 from dataclasses import dataclass, asdict, replace
+from typing import Callable
 import numpy as np
 import torch
 from .augment import AugmentConfig, BatchAugment
+from .augment_kernels import cc_pil_transform, PILViews
 from .data import ImageData, ClusterData
 from .models import Batch, get_method, make_backbone
 from .train import Trainer, TrainConfig, seed_everything, resolve_config, make_optimizer
 
 # %% auto #0
-__all__ = ['BENCH_CONFIGS', 'DATASHEET_TFLOPS', 'BenchConfig', 'synthetic_data', 'make_trainer', 'StepClock', 'time_steps',
-           'views_per_step', 'FixedViews', 'fixed_views_like', 'model_only_steps', 'count_train_flops',
-           'train_flops_per_view', 'datasheet_peak', 'measured_matmul_peak', 'peak_flops', 'cc_pil_transform',
-           'PILViews', 'reference_throughput', 'augment_throughput', 'projected_hours', 'run_benchmark',
-           'format_results']
+__all__ = ['BENCH_CONFIGS', 'DATASHEET_TFLOPS', 'BenchConfig', 'shrink', 'synthetic_data', 'make_trainer', 'StepTimes',
+           'StepClock', 'time_steps', 'views_per_step', 'FixedViews', 'memory_format_of', 'fixed_views_like',
+           'model_only_steps', 'count_train_flops', 'train_flops_per_view', 'datasheet_peak', 'measured_matmul_peak',
+           'peak_flops', 'reference_steps', 'augment_throughput', 'projected_hours', 'run_benchmark', 'format_results']
 
 # %% ../nbs/A3_bench.ipynb #e82e272f
 @dataclass
@@ -29,6 +30,7 @@ class BenchConfig:
     stem: str = "auto"
     image_size: int | str = "auto"
     batch_size: int | str = "auto"
+    n_clusters: int | None = None   # clusters K (None: the data's 10 classes)
     source_px: int = 32             # side of the stored uint8 images (CIFAR's 32 px)
     n_paper_images: int = 60000     # images per epoch of the paper run (CIFAR-10 train + test) for `projected_hours`
     steps: int = 200                # timed steps of our pipeline (and of the model alone)
@@ -36,7 +38,11 @@ class BenchConfig:
     ref_steps: int = 50             # timed steps of the reference loop
     ref_warmup: int = 20            # untimed reference steps (worker start-up, the prefetched batches)
     aug_images: int = 4096          # images per augmentation-only measurement
+    aug_batch: int = 256            # images per call of the batched module in that measurement
     aug_reps: int = 3               # augmentation-only measurements (the median is reported)
+    amp: bool | None = None         # bf16 autocast (None: the trainer's choice, on with CUDA)
+    channels_last: bool | None = None  # channels-last model and views (None: the trainer's choice, on with CUDA)
+    fused: bool | None = None       # fused optimiser kernels (None: the trainer's choice, on with CUDA)
 
 BENCH_CONFIGS = {
     "small": BenchConfig(backbone="small_cnn", stem="small", image_size=16, batch_size=16, steps=8, warmup=2,
@@ -44,6 +50,20 @@ BENCH_CONFIGS = {
     "paper": BenchConfig(),
     "native": BenchConfig(stem="small", image_size=32),
 }
+
+# %% ../nbs/A3_bench.ipynb #42cf3ca7
+def shrink(bench:BenchConfig, # the configuration to rehearse
+           source_px:int=8, # side of the stored images
+           batch_size:int=2, # images per step
+           n_clusters:int=2, # clusters K (CC's loss contrasts the K cluster columns of a batch: K ≤ batch_size)
+           steps:int=1, # timed steps of each loop (ours and the model alone without warm-up, the reference after one untimed step)
+          ) -> BenchConfig:
+    "`bench` with tiny images, batch and step counts, its backbone, stem and options kept: its code paths in seconds."
+    size = (max(8, bench.image_size * source_px // bench.source_px) if isinstance(bench.image_size, int)
+            else 4 * source_px)
+    return replace(bench, source_px=source_px, image_size=size, batch_size=batch_size, n_clusters=n_clusters,
+                   steps=steps, warmup=0, ref_steps=steps, ref_warmup=1, aug_images=4 * batch_size, aug_batch=batch_size,
+                   aug_reps=1)
 
 # %% ../nbs/A3_bench.ipynb #cc8da422
 def synthetic_data(n:int, # number of images
@@ -66,57 +86,84 @@ def make_trainer(method:str, # a registered method
                  **overrides, # further TrainConfig fields (compile, data_on_device, hparams, amp, ...)
                 ) -> Trainer:
     "The Trainer of `method` for the configuration `bench`, on synthetic data, ready to step."
+    options = {k: v for k, v in dict(channels_last=bench.channels_last, fused=bench.fused).items() if v is not None}
+    params = dict(amp=bench.amp, **options); params.update(overrides)   # the trainer rejects an option it does not know
     cfg = TrainConfig.parse(method=method, dataset=bench.dataset, backbone=bench.backbone, stem=bench.stem,
-                            image_size=bench.image_size, batch_size=bench.batch_size, device=device, progress=False,
-                            eval_every=0, **overrides)
+                            image_size=bench.image_size, batch_size=bench.batch_size, n_clusters=bench.n_clusters,
+                            device=device, progress=False, eval_every=0, **params)
     if n_images is None:   # the resolved batch size, before building anything
         B = resolve_config(cfg, synthetic_data(8, bench.source_px))[0].batch_size
         n_images = B * (max(bench.steps + bench.warmup, bench.ref_steps + bench.ref_warmup) + 1)
     return Trainer(cfg, synthetic_data(n_images, bench.source_px))
 
 # %% ../nbs/A3_bench.ipynb #039a79e7
-class StepClock:
-    "A stand-in progress bar that timestamps each `update()`: CUDA events on a GPU, wall clock on the CPU."
-    def __init__(self, device):
-        self.cuda = torch.device(device).type == "cuda"
-        self.marks = []
-        self.mark()
+@dataclass
+class StepTimes:
+    "The timed steps of one loop: their wall time in all (device synchronised at both ends) and each step's duration."
+    total_s: float   # wall time from the end of the warm-up to the end of the last timed step
+    step_s: list     # duration of each timed step, in seconds
 
-    def _now(self):
-        if not self.cuda: return time.perf_counter()
+    def rate(self, per_step:float) -> float:
+        "The headline rate: `per_step` × timed steps ÷ their total wall time (the mean over the timed steps)."
+        return per_step * len(self.step_s) / self.total_s
+
+    def median_rate(self, per_step:float) -> float:
+        "`per_step` ÷ the median step duration (printed beside the headline, used in no other figure)."
+        return per_step / statistics.median(self.step_s)
+
+# %% ../nbs/A3_bench.ipynb #c4854610
+class StepClock:
+    "A stand-in progress bar: wall time between device-synchronised start and stop, and a timestamp at each `update()`."
+    def __init__(self, device, # where the steps run: CUDA events on a GPU, the wall clock elsewhere
+                 now:Callable=time.perf_counter, # the wall clock (tests pass a fake one)
+                ):
+        self.cuda, self.now = torch.device(device).type == "cuda", now
+        self._sync(); self.t0 = now()
+        self.marks = [self._mark() if self.cuda else self.t0]
+
+    def _sync(self):
+        if self.cuda: torch.cuda.synchronize()
+
+    def _mark(self):
+        if not self.cuda: return self.now()
         e = torch.cuda.Event(enable_timing=True); e.record(); return e
 
-    def mark(self): self.marks.append(self._now())
-    def update(self, n:int=1): self.mark()
+    def update(self, n:int=1): self.marks.append(self._mark())
     def set_postfix(self, *a, **k): pass
     def close(self): pass
 
-    def step_seconds(self) -> list:
-        "Durations between consecutive marks, in seconds."
-        if not self.cuda: return [b - a for a, b in zip(self.marks, self.marks[1:])]
-        torch.cuda.synchronize()
-        return [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:])]
+    def stop(self) -> StepTimes:
+        "Wait for the device; the wall time since the start and the durations between consecutive marks."
+        self._sync(); total = self.now() - self.t0
+        if self.cuda: steps = [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:])]
+        else: steps = [b - a for a, b in zip(self.marks, self.marks[1:])]
+        return StepTimes(total, steps)
 
-# %% ../nbs/A3_bench.ipynb #68695467
+# %% ../nbs/A3_bench.ipynb #252af179
 def time_steps(trainer:Trainer, # a trainer, e.g. from `make_trainer`
-               steps:int, # timed steps
+               steps:int, # timed steps (at least one)
                warmup:int, # untimed steps first (compilation, cuDNN autotuning, allocator growth)
-              ) -> list: # seconds per timed step
-    "Run the trainer's batches and training steps, epoch after epoch, and time each step after the warm-up."
+               now:Callable=time.perf_counter, # the wall clock (tests pass a fake one)
+              ) -> StepTimes:
+    "Run the trainer's batches and training steps, epoch after epoch, and time the steps after the warm-up."
+    if steps < 1: raise ValueError(f"steps must be at least 1, got {steps}")
     c, m = trainer.cfg, trainer.method
     if trainer.global_step == 0: seed_everything(c.seed, 10**6); m.on_train_start(trainer.x, trainer.aug, c.seed)
-    target, clock = trainer.global_step + warmup + steps, StepClock(trainer.device)
+    start, target = trainer.global_step + warmup, trainer.global_step + warmup + steps
+    clock = StepClock(trainer.device, now) if warmup == 0 else None
     m.train()
     while trainer.global_step < target:
         for head in m.train_heads:
             batches = trainer.batches(torch.randperm(len(trainer.x), device=trainer.x.device))
             for idx, xb in batches:
-                trainer.train_step(idx, xb, head); clock.update()
+                trainer.train_step(idx, xb, head)
+                if clock is not None: clock.update()
+                elif trainer.global_step == start: clock = StepClock(trainer.device, now)
                 if trainer.global_step >= target: break
             batches.close()
             if trainer.global_step >= target: break
         trainer.epoch += 1
-    return clock.step_seconds()[warmup:]
+    return clock.stop()
 
 def views_per_step(trainer:Trainer) -> int:
     "Augmented views one optimiser step processes."
@@ -132,18 +179,24 @@ class FixedViews(torch.nn.Module):
         v = self.views[self.calls % len(self.views)]; self.calls += 1; return v
     def eval_view(self, x): return self.raw
 
+def memory_format_of(module:torch.nn.Module) -> torch.memory_format:
+    "`torch.channels_last` if the module's convolution weights are stored channels-last, else `torch.contiguous_format`."
+    cl = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+             for p in module.parameters())
+    return torch.channels_last if cl else torch.contiguous_format
+
 def fixed_views_like(trainer:Trainer) -> FixedViews:
-    "Augment one real batch once and wrap the views in `FixedViews`."
+    "Augment one real batch once and wrap the views, in the model's memory format, in `FixedViews`."
     xb = trainer.x[:trainer.cfg.batch_size].to(trainer.device)
-    fmt = torch.channels_last if trainer.device.type == "cuda" else torch.contiguous_format
+    fmt = memory_format_of(trainer.method)
     views = [trainer.aug(xb).contiguous(memory_format=fmt) for _ in range(trainer.method.n_views)]
     return FixedViews(views, trainer.aug.eval_view(xb))
 
-def model_only_steps(trainer:Trainer, steps:int, warmup:int) -> list:
+def model_only_steps(trainer:Trainer, steps:int, warmup:int, now:Callable=time.perf_counter) -> StepTimes:
     "Like `time_steps`, with the augmentation replaced by fixed views."
     aug = trainer.aug
     trainer.aug = fixed_views_like(trainer)
-    try: return time_steps(trainer, steps, warmup)
+    try: return time_steps(trainer, steps, warmup, now)
     finally: trainer.aug = aug
 
 # %% ../nbs/A3_bench.ipynb #c7d70ad6
@@ -208,39 +261,14 @@ def peak_flops(device, amp:bool) -> tuple:
         return measured_matmul_peak(device, dtype), f"measured {dtype} matmul"
     return measured_matmul_peak(device), "measured float32 matmul"
 
-# %% ../nbs/A3_bench.ipynb #9236dab1
-def cc_pil_transform(cfg:AugmentConfig):
-    "The per-image PIL pipeline of a SimCLR-family recipe: crop, flip, jitter (p), grayscale (p), blur (p), ToTensor."
-    import torchvision.transforms as T
-    if cfg.kind != "simclr": raise ValueError(f"the PIL reference covers the SimCLR-family recipe, not {cfg.kind!r}")
-    tf = [T.RandomResizedCrop(cfg.size, scale=cfg.crop_scale)]
-    if cfg.hflip: tf.append(T.RandomHorizontalFlip())
-    tf += [T.RandomApply([T.ColorJitter(*cfg.jitter)], p=cfg.jitter_p), T.RandomGrayscale(cfg.gray_p)]
-    if cfg.blur_p > 0: tf.append(T.RandomApply([T.GaussianBlur(cfg.blur_kernel, cfg.blur_sigma)], p=cfg.blur_p))
-    return T.Compose(tf + [T.ToTensor()])
-
-class PILViews(torch.utils.data.Dataset):
-    "Images kept as a NumPy array; an item is `n_views` PIL-transformed views, the resized raw image if asked, and the index."
-    def __init__(self, x:torch.Tensor, transform, n_views:int=2, raw_size:int|None=None):
-        self.x = x.permute(0, 2, 3, 1).numpy()   # (N, H, W, C) uint8, like torchvision's CIFAR
-        self.transform, self.n_views, self.raw_size = transform, n_views, raw_size
-    def __len__(self): return len(self.x)
-    def __getitem__(self, i):
-        from PIL import Image
-        import torchvision.transforms.functional as TF
-        a = self.x[i]
-        img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
-        views = [self.transform(img) for _ in range(self.n_views)]
-        raw = TF.to_tensor(TF.resize(img, [self.raw_size] * 2)) if self.raw_size else torch.zeros(0)
-        return (*views, raw, i)
-
-# %% ../nbs/A3_bench.ipynb #2c2b7816
-def reference_throughput(trainer:Trainer, # supplies the method, data, recipe and optimiser settings
-                         steps:int, # timed steps
-                         warmup:int, # untimed steps first (worker start-up and the batches they prefetch)
-                         workers:int, # DataLoader worker processes (0: transform in the main process)
-                        ) -> float: # views per second
-    "Train a copy of the trainer's method in the official loop's style and return its views/s."
+# %% ../nbs/A3_bench.ipynb #6dff37f3
+def reference_steps(trainer:Trainer, # supplies the method, data, recipe and optimiser settings
+                    steps:int, # timed steps
+                    warmup:int, # untimed steps first (worker start-up and the batches they prefetch)
+                    workers:int, # DataLoader worker processes (0: transform in the main process)
+                    now:Callable=time.perf_counter, # the wall clock (tests pass a fake one)
+                   ) -> StepTimes:
+    "Train a copy of the trainer's method in the official loop's style and time its steps after the warm-up."
     c, dev = trainer.cfg, trainer.device
     C = trainer.train_data.x.shape[1]
     method = get_method(c.method)(*make_backbone(c.backbone, C, c.stem == "small", c.image_size), c.n_clusters,
@@ -252,11 +280,10 @@ def reference_throughput(trainer:Trainer, # supplies the method, data, recipe an
     loader = torch.utils.data.DataLoader(ds, batch_size=c.batch_size, shuffle=True, drop_last=True, num_workers=workers)
     if len(loader) < steps + warmup: raise ValueError(f"{len(loader)} batches, fewer than warmup + steps = {warmup + steps}")
     method.train()
-    t0 = None
-    for s, batch in enumerate(loader):
-        if s == warmup: t0 = time.perf_counter()
-        if s == warmup + steps: break
-        *views, raw, idx = batch
+    batches, clock = iter(loader), None
+    for s in range(warmup + steps):
+        if s == warmup: clock = StepClock(dev, now)
+        *views, raw, idx = next(batches)
         views = [v.to(dev) for v in views]
         out = method.training_step(Batch(views, idx.to(dev), raw.to(dev) if method.needs_raw else None), method.train_heads[0])
         opt.zero_grad()
@@ -264,7 +291,8 @@ def reference_throughput(trainer:Trainer, # supplies the method, data, recipe an
         opt.step()
         method.after_step(s + 1)
         out["loss"].item()
-    return steps * c.batch_size * method.n_views / (time.perf_counter() - t0)
+        if clock is not None: clock.update()
+    return clock.stop()
 
 # %% ../nbs/A3_bench.ipynb #76b3e0fa
 def _pil_views_per_s(x, tf, workers, batch_size):
@@ -346,30 +374,36 @@ def run_benchmark(method:str="cc", # a registered method
                   workers:int|None=None, # PIL worker processes (default: up to 8 on a GPU machine; on the CPU 0 with one thread, else one per thread)
                   reference:bool=True, # also time the reference loop
                   augment_only:bool=True, # also time augmentation alone
+                  tiny:bool=False, # `shrink` the configuration: its code paths at tiny sizes, in seconds
+                  now:Callable=time.perf_counter, # the wall clock of the step timings (tests pass a fake one)
                   **overrides, # TrainConfig fields for our pipeline (compile, data_on_device, hparams, ...)
                  ) -> dict:
     "Time our pipeline, the model alone, the reference loop and augmentation alone; return every figure."
     if threads is not None:
         saved = torch.get_num_threads(); torch.set_num_threads(threads)
-        try: return run_benchmark(method, device, config, steps, warmup, ref_steps, None, workers, reference, augment_only, **overrides)
+        try: return run_benchmark(method, device, config, steps, warmup, ref_steps, None, workers, reference, augment_only,
+                                  tiny, now, **overrides)
         finally: torch.set_num_threads(saved)
     bench = BENCH_CONFIGS[config] if isinstance(config, str) else config
+    if tiny: bench = shrink(bench)
     bench = replace(bench, **{k: v for k, v in dict(steps=steps, warmup=warmup, ref_steps=ref_steps).items() if v is not None})
     tr = make_trainer(method, bench, device, **overrides)
     dev = tr.device
     if workers is None:
         workers = min(8, len(os.sched_getaffinity(0))) if dev.type == "cuda" else (0 if torch.get_num_threads() == 1 else torch.get_num_threads())
-    res = {"device": _device_name(dev), "method": method, "config": config if isinstance(config, str) else "custom",
+    name = config if isinstance(config, str) else "custom"
+    res = {"device": _device_name(dev), "method": method, "config": f"{name} (tiny)" if tiny else name,
            "backbone": tr.cfg.backbone, "stem": tr.cfg.stem, "image_size": tr.cfg.image_size, "batch_size": tr.cfg.batch_size,
-           "amp": tr.amp, "compile": tr.cfg.compile, "data_on_device": tr.data_on_device}
+           "n_clusters": tr.cfg.n_clusters, "amp": tr.amp, "channels_last": memory_format_of(tr.method) == torch.channels_last,
+           "fused": bool(tr.opt.defaults.get("fused")), "compile": tr.cfg.compile, "data_on_device": tr.data_on_device}
     if augment_only:
         res.update(augment_throughput(replace(tr.aug_cfg, size=32) if tr.aug_cfg.kind == "simclr" else AugmentConfig(size=32),
-                                      dev, bench.aug_images, 256, workers, bench.aug_reps, 32))
+                                      dev, bench.aug_images, bench.aug_batch, workers, bench.aug_reps, 32))
     V = views_per_step(tr)
-    sec = time_steps(tr, bench.steps, bench.warmup)
-    res["train_views_per_s"] = V / statistics.median(sec)
-    res["train_views_per_s_mean"] = V * len(sec) / sum(sec)
-    res["model_views_per_s"] = V / statistics.median(model_only_steps(tr, bench.steps, bench.warmup))
+    ours, model = time_steps(tr, bench.steps, bench.warmup, now), model_only_steps(tr, bench.steps, bench.warmup, now)
+    res["train_views_per_s"], res["train_views_per_s_median"] = ours.rate(V), ours.median_rate(V)
+    res["model_views_per_s"], res["model_views_per_s_median"] = model.rate(V), model.median_rate(V)
+    res["train_timed_s"], res["model_timed_s"] = ours.total_s, model.total_s
     res["pipeline_efficiency"] = res["train_views_per_s"] / res["model_views_per_s"]
     res["train_gflops_per_view"] = train_flops_per_view(tr) / 1e9
     peak, source = peak_flops(dev, tr.amp)
@@ -383,7 +417,9 @@ def run_benchmark(method:str="cc", # a registered method
         del tr.opt
         if dev.type == "cuda": torch.cuda.empty_cache()
         res["ref_workers"] = workers
-        res["ref_views_per_s"] = reference_throughput(tr, bench.ref_steps, bench.ref_warmup, workers)
+        ref = reference_steps(tr, bench.ref_steps, bench.ref_warmup, workers, now)
+        res["ref_views_per_s"], res["ref_views_per_s_median"] = ref.rate(V), ref.median_rate(V)
+        res["ref_timed_s"] = ref.total_s
         res["speedup_vs_reference"] = res["train_views_per_s"] / res["ref_views_per_s"]
         res["ref_projected_hours"] = hours(res["ref_views_per_s"])
     return res

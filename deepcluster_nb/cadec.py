@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .dec import student_t_assignment, target_distribution, target_kl_loss, anchor_loss, kl_rows
-from .infonce import nt_xent
+from .infonce import float32_loss, nt_xent
 from .models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector,
                                    make_backbone)
 from .data import PAPER_BENCHMARKS, DIGIT_DATASETS, ImageData
@@ -22,6 +22,7 @@ __all__ = ['ANCHORS', 'LOSS_WEIGHTS', 'CADEC_PAPER', 'CADEC_SETTINGS', 'cadec_ev
            'backbone_embeddings', 'kmeans_centers', 'CADEC', 'cadec_defaults', 'cadec_scores']
 
 # %% ../nbs/12_cadec.ipynb #ea775211
+@float32_loss
 def jsd_rows(a:torch.Tensor, # (N, K) distributions (rows)
              b:torch.Tensor, # (N, K) distributions
             ) -> torch.Tensor: # (N,) Jensen–Shannon divergence of each pair of rows
@@ -32,6 +33,7 @@ def jsd_rows(a:torch.Tensor, # (N, K) distributions (rows)
 # %% ../nbs/12_cadec.ipynb #aa1ab1f9
 ANCHORS = ("raw", "jsd", "target", "crossed")
 
+@float32_loss
 def anchor_objective(q0:torch.Tensor, # (N, K) assignments of the raw images
                      q1:torch.Tensor, # (N, K) assignments of the first augmented views
                      q2:torch.Tensor, # (N, K) assignments of the second augmented views

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .infonce import nt_xent, marginal_entropy_penalty
+from .infonce import float32_loss, nt_xent, marginal_entropy_penalty
 from .models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector,
                                    cluster_head, make_backbone)
 from .data import PAPER_BENCHMARKS, DIGIT_DATASETS
@@ -17,6 +17,7 @@ from .data import PAPER_BENCHMARKS, DIGIT_DATASETS
 __all__ = ['CC_PAPER', 'CC_SETTINGS', 'instance_loss', 'cluster_loss', 'CC', 'cc_defaults']
 
 # %% ../nbs/06_cc.ipynb #4dc80785
+@float32_loss
 def instance_loss(z_a:torch.Tensor, # (N, D) instance projections of view a (L2-normalised inside)
                   z_b:torch.Tensor, # (N, D) instance projections of view b
                   temperature:float=0.5, # τ_I
@@ -25,6 +26,7 @@ def instance_loss(z_a:torch.Tensor, # (N, D) instance projections of view a (L2-
     return nt_xent(z_a, z_b, temperature)
 
 # %% ../nbs/06_cc.ipynb #ed4f80cf
+@float32_loss
 def cluster_loss(c_a:torch.Tensor, # (N, K) softmax probabilities of view a
                  c_b:torch.Tensor, # (N, K) softmax probabilities of view b
                  temperature:float=1.0, # τ_C

@@ -8,7 +8,7 @@ import argparse, difflib, inspect, os, sys
 import torch.distributed as dist
 from .train import TrainConfig, Trainer, ConfigError, RunFolderExists, UnsafeCheckpoint, config_help, coerce_value
 from .report import RunMismatch
-from .data import build_imagenet_subset, IMAGENET_SUBSETS
+from .readers import build_imagenet_subset, IMAGENET_SUBSETS
 
 # %% auto #0
 __all__ = ['metavar', 'add_options', 'unknown_options', 'Parser', 'dashes_to_underscores', 'report_run', 'function_spec',

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .infonce import nt_xent, marginal_entropy
+from .infonce import float32_loss, nt_xent, marginal_entropy
 from .models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector, mlp,
                                    make_backbone)
 from .augment import AugmentConfig, cc_recipe
@@ -23,6 +23,7 @@ __all__ = ['CRITICS', 'CRLC_PAPER', 'CRLC_BENCHMARKS', 'CRLC_SETTINGS', 'critic'
 # %% ../nbs/09_crlc.ipynb #44868c96
 CRITICS = ("log_dot", "dot", "neg_l2", "neg_js")
 
+@float32_loss
 def critic(q_a:torch.Tensor, # (..., N, C) probability vectors
            q_b:torch.Tensor, # (..., M, C) probability vectors
            kind:str="log_dot", # one of `CRITICS`
@@ -46,6 +47,7 @@ def smooth(q:torch.Tensor, # (..., C) probability vectors
     return q if gamma == 0 else (1 - gamma) * q + gamma / q.shape[-1]
 
 # %% ../nbs/09_crlc.ipynb #ecb097f3
+@float32_loss
 def probability_contrastive_loss(q_a:torch.Tensor, # (..., B, C) assignment probabilities of view a
                                  q_b:torch.Tensor, # (..., B, C) assignment probabilities of view b
                                  smoothing:float=0.01, # γ (0: the inputs are used as given)
@@ -53,7 +55,7 @@ def probability_contrastive_loss(q_a:torch.Tensor, # (..., B, C) assignment prob
                                 ) -> torch.Tensor: # (...) L_PC: mean over the 2B rows
     "L_PC in the official symmetric form: InfoNCE over the 2B smoothed probability vectors, no temperature."
     B = q_a.shape[-2]
-    r = smooth(torch.cat([q_a, q_b], -2).float(), smoothing)            # (..., 2B, C)
+    r = smooth(torch.cat([q_a, q_b], -2), smoothing)                    # (..., 2B, C)
     eye = torch.eye(2 * B, dtype=torch.bool, device=r.device)
     s = critic(r, r, kind).masked_fill(eye, float("-inf"))              # a row is never its own candidate
     pos = torch.cat([torch.arange(B, 2 * B), torch.arange(0, B)]).to(r.device)
@@ -76,13 +78,15 @@ def critic_logit_grad(q:torch.Tensor, # (..., C) the query q = softmax(u)
     return q * p / (q * p).sum(-1, keepdim=True) - q
 
 # %% ../nbs/09_crlc.ipynb #815169d1
+@float32_loss
 def logit_clamp_penalty(logits:torch.Tensor, # (..., B, C) cluster logits of one view
                         bound:float=25.0, # logits are kept within [−bound, bound]
                        ) -> torch.Tensor: # (...) ¼ · mean_i Σ_k relu(|u_ik| − bound)²
     "A quadratic wall that pushes logits back into [−bound, bound]; zero (with zero gradient) inside."
-    return 0.25 * F.relu(logits.float().abs() - bound).pow(2).sum(-1).mean(-1)
+    return 0.25 * F.relu(logits.abs() - bound).pow(2).sum(-1).mean(-1)
 
 # %% ../nbs/09_crlc.ipynb #8dd1838b
+@float32_loss
 def cluster_regularisers(logits_a:torch.Tensor, # (..., B, C) logits of view a, one slice per subhead
                          logits_b:torch.Tensor, # (..., B, C) logits of view b
                          lambda_1:float=1.0, # λ₁, weight of each view's marginal entropy
@@ -90,7 +94,7 @@ def cluster_regularisers(logits_a:torch.Tensor, # (..., B, C) logits of view a, 
                          clamp_weight:float=0.01, # weight of the logit penalty (per view)
                         ) -> torch.Tensor: # (...) one value per subhead
     "The clustering loss without its contrast: −λ₁ (H(q̄ᵃ) + H(q̄ᵇ)) on unsmoothed q + w (Ω(uᵃ) + Ω(uᵇ))."
-    q_a, q_b = logits_a.float().softmax(-1), logits_b.float().softmax(-1)
+    q_a, q_b = logits_a.softmax(-1), logits_b.softmax(-1)
     # $H(\bar q^a) + H(\bar q^b)$: each view's batch spread over the clusters (unsmoothed $q$)
     ent = marginal_entropy(q_a) + marginal_entropy(q_b)
     # $\Omega(u^a) + \Omega(u^b)$: the walls at $\pm$`bound`
@@ -98,6 +102,7 @@ def cluster_regularisers(logits_a:torch.Tensor, # (..., B, C) logits of view a, 
     return -lambda_1 * ent + clamp_weight * clamp
 
 # %% ../nbs/09_crlc.ipynb #ff221fb2
+@float32_loss
 def cluster_losses(logits_a:torch.Tensor, # (H, B, C) logits of view a, one slice per subhead
                    logits_b:torch.Tensor, # (H, B, C) logits of view b
                    lambda_1:float=1.0, # λ₁, weight of each view's marginal entropy
@@ -107,10 +112,11 @@ def cluster_losses(logits_a:torch.Tensor, # (H, B, C) logits of view a, one slic
                    clamp_weight:float=0.01, # weight of the logit penalty (per view)
                   ) -> torch.Tensor: # (H,) one clustering loss per subhead
     "Per-subhead clustering loss L^h_cluster: L_PC on smoothed q + `cluster_regularisers`."
-    q_a, q_b = logits_a.float().softmax(-1), logits_b.float().softmax(-1)
+    q_a, q_b = logits_a.softmax(-1), logits_b.softmax(-1)
     return probability_contrastive_loss(q_a, q_b, smoothing, kind) + cluster_regularisers(logits_a, logits_b, lambda_1, bound, clamp_weight)
 
 # %% ../nbs/09_crlc.ipynb #9e32d879
+@float32_loss
 def crlc_loss(z_a:torch.Tensor, # (B, D) RL-head outputs of view a (normalised inside)
               z_b:torch.Tensor, # (B, D) RL-head outputs of view b
               logits_a:torch.Tensor, # (H, B, C) C-subhead logits of view a
@@ -157,6 +163,7 @@ class ProbabilityBank(nn.Module):
         self.bank[:, index] = alpha * self.bank[:, index] + (1 - alpha) * q_new.to(self.bank.dtype)
 
 # %% ../nbs/09_crlc.ipynb #a6277f58
+@float32_loss
 def memory_bank_loss(q:torch.Tensor, # (H, R, C) queries from the network
                      positive:torch.Tensor, # (H, R, C) each query's bank row
                      negatives:torch.Tensor, # (H, K, C) bank rows drawn uniformly
@@ -165,7 +172,7 @@ def memory_bank_loss(q:torch.Tensor, # (H, R, C) queries from the network
                      kind:str="log_dot", # critic
                     ) -> torch.Tensor: # (H,) mean over the R queries
     "L_PC with positives and negatives from the memory bank: −f(q̃, q_n) + log(e^{f(q̃, q_n)} + Σ_k e^{f(q̃, q_k)})."
-    q, positive, negatives = (smooth(t.float(), smoothing) for t in (q, positive, negatives))
+    q, positive, negatives = (smooth(t, smoothing) for t in (q, positive, negatives))
     s_pos = critic(q.unsqueeze(-2), positive.unsqueeze(-2), kind)[..., 0]      # (H, R, 1)
     s_neg = critic(q, negatives, kind)                                          # (H, R, K)
     if self_mask is not None: s_neg = s_neg.masked_fill(self_mask, float("-inf"))

@@ -5,21 +5,23 @@
 # %% ../nbs/11_dec.ipynb #b66f2e3b
 from __future__ import annotations
 import torch
+from .infonce import float32_loss
 
 # %% auto #0
 __all__ = ['cluster_loss', 'student_t_assignment', 'target_distribution', 'kl_rows', 'target_kl_loss', 'anchor_loss']
 
 # %% ../nbs/11_dec.ipynb #3adde41f
+@float32_loss
 def student_t_assignment(h:torch.Tensor, # (N, D) embeddings h_i
                          centers:torch.Tensor, # (K, D) cluster centres μ_j
                          alpha:float=1.0, # degrees of freedom α of the Student's t kernel
                         ) -> torch.Tensor: # (N, K) soft assignments q_ij, rows sum to 1
     "DEC's soft assignment: a Student's t kernel on ‖h_i − μ_j‖², normalised over the K centres."
-    dt = torch.promote_types(h.dtype, torch.float32)
-    d2 = (h.to(dt)[:, None, :] - centers.to(dt)[None]).pow(2).sum(-1)      # ‖h_i − μ_j‖²
+    d2 = (h[:, None, :] - centers[None]).pow(2).sum(-1)                    # ‖h_i − μ_j‖²
     return torch.softmax(-(alpha + 1) / 2 * torch.log1p(d2 / alpha), dim=1)  # kernel / Σ_j' kernel
 
 # %% ../nbs/11_dec.ipynb #7376f2d4
+@float32_loss
 def target_distribution(q:torch.Tensor, # (N, K) soft assignments q_ij
                        ) -> torch.Tensor: # (N, K) targets p_ij, rows sum to 1
     "DEC's auxiliary target: square q, divide by the soft cluster frequency f_j = Σ_i q_ij (+1e-9), renormalise rows."
@@ -27,6 +29,7 @@ def target_distribution(q:torch.Tensor, # (N, K) soft assignments q_ij
     return w / w.sum(1, keepdim=True)     # / Σ_j' q_ij'² / f_j'
 
 # %% ../nbs/11_dec.ipynb #828f6813
+@float32_loss
 def kl_rows(p:torch.Tensor, # (N, K) the reference distributions (rows)
             q:torch.Tensor, # (N, K) the approximating distributions
             eps:float=1e-8, # added inside both logarithms, as CADEC's code does
@@ -35,6 +38,7 @@ def kl_rows(p:torch.Tensor, # (N, K) the reference distributions (rows)
     return (p * (torch.log(p + eps) - torch.log(q + eps))).sum(1)
 
 # %% ../nbs/11_dec.ipynb #7ec8778a
+@float32_loss
 def target_kl_loss(q:torch.Tensor, # (N, K) soft assignments of the (raw) images of a batch
                   ) -> torch.Tensor: # scalar (1/N) Σ_i KL(p_i ‖ q_i)
     "DEC's clustering loss: KL from the target P (computed from q and detached) to q, averaged over the batch."
@@ -44,6 +48,7 @@ def target_kl_loss(q:torch.Tensor, # (N, K) soft assignments of the (raw) images
 cluster_loss = target_kl_loss   # the first edition's name (CC's chapter has a different `cluster_loss`)
 
 # %% ../nbs/11_dec.ipynb #9ea01172
+@float32_loss
 def anchor_loss(q0:torch.Tensor, # (N, K) assignments of the raw images (the anchor; detached inside)
                 q1:torch.Tensor, # (N, K) assignments of the first augmented views
                 q2:torch.Tensor, # (N, K) assignments of the second augmented views

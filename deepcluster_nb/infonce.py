@@ -4,22 +4,42 @@
 
 # %% ../nbs/05_infonce.ipynb #7ac8fc92
 from __future__ import annotations
-import math
+import contextlib, functools, math
 import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['info_nce', 'infonce_bound', 'nt_xent', 'nt_xent_grad', 'kl_to_uniform', 'marginal_entropy',
+__all__ = ['float32_loss', 'info_nce', 'infonce_bound', 'nt_xent', 'nt_xent_grad', 'kl_to_uniform', 'marginal_entropy',
            'marginal_entropy_penalty']
 
 # %% ../nbs/05_infonce.ipynb #2e018297
+def _autocast_off(device_type:str):
+    "`torch.autocast(device_type, enabled=False)`, or no context for a device without autocast (e.g. meta tensors)."
+    try: return torch.autocast(device_type=device_type, enabled=False)
+    except RuntimeError: return contextlib.nullcontext()
+
+def float32_loss(loss_fn): # a function of tensors (and other arguments) that returns a loss
+    "Decorator: run `loss_fn` with autocast off on its tensors' devices and its bf16/fp16 tensor arguments in float32."
+    up = lambda a: a.to(torch.promote_types(a.dtype, torch.float32)) if torch.is_tensor(a) and a.is_floating_point() else a
+    @functools.wraps(loss_fn)
+    def wrapper(*args, **kwargs):
+        args, kwargs = [up(a) for a in args], {k: up(v) for k, v in kwargs.items()}   # float64 stays float64
+        devices = sorted({a.device.type for a in (*args, *kwargs.values()) if torch.is_tensor(a)})
+        with contextlib.ExitStack() as stack:
+            for d in devices: stack.enter_context(_autocast_off(d))
+            return loss_fn(*args, **kwargs)
+    return wrapper
+
+# %% ../nbs/05_infonce.ipynb #c67d01f0
+@float32_loss
 def info_nce(scores:torch.Tensor, # (B, M) critic values: row b = query y_b, column m = candidate x_m
              positive_index:torch.Tensor, # (B,) column of each row's positive
             ) -> torch.Tensor: # scalar: mean over rows of −log softmax(scores)[positive]
     "InfoNCE: the cross-entropy of picking each row's positive among its M candidates."
-    return F.cross_entropy(scores.float(), positive_index)
+    return F.cross_entropy(scores, positive_index)
 
 # %% ../nbs/05_infonce.ipynb #c2b12d17
+@float32_loss
 def infonce_bound(scores:torch.Tensor, # (B, M) critic values, −inf for masked candidates
                   positive_index:torch.Tensor, # (B,) column of each row's positive
                  ) -> torch.Tensor: # scalar: mean over rows of log M_b + log softmax(scores)[positive]
@@ -28,45 +48,49 @@ def infonce_bound(scores:torch.Tensor, # (B, M) critic values, −inf for masked
     return log_m.mean() - info_nce(scores, positive_index)
 
 # %% ../nbs/05_infonce.ipynb #93f28acb
+@float32_loss
 def nt_xent(z_a:torch.Tensor, # (N, D) first views (normalised inside)
             z_b:torch.Tensor, # (N, D) second views
             temperature:float=0.5, # τ
            ) -> torch.Tensor: # scalar, mean over the 2N views
     "NT-Xent (SimCLR): InfoNCE with the cosine critic over 2N views, positives i ↔ i+N, self-pairs excluded."
     n = z_a.shape[0]
-    z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
+    z = F.normalize(torch.cat([z_a, z_b]), dim=1)
     sim = (z @ z.t()) / temperature
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     pos = torch.arange(2 * n, device=z.device).add(n).remainder(2 * n)
     return info_nce(sim, pos)
 
 # %% ../nbs/05_infonce.ipynb #3af4384f
+@float32_loss
 def nt_xent_grad(z_a:torch.Tensor, # (N, D) first views (normalised inside)
                  z_b:torch.Tensor, # (N, D) second views
                  temperature:float=0.5, # τ
                 ) -> torch.Tensor: # (2N, 2N) G[i, k] = ∂ℓ_i/∂s_ik
     "Analytic gradient of each view's NT-Xent term w.r.t. its cosine similarities: (P − 1[k = positive]) / τ, 0 on the diagonal."
     n = z_a.shape[0]
-    z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
+    z = F.normalize(torch.cat([z_a, z_b]), dim=1)
     eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     P = torch.softmax(((z @ z.t()) / temperature).masked_fill(eye, float("-inf")), 1)
     pos = torch.arange(2 * n, device=z.device).add(n).remainder(2 * n)
     return (P - F.one_hot(pos, 2 * n).to(P.dtype)) / temperature
 
 # %% ../nbs/05_infonce.ipynb #dfb33331
+@float32_loss
 def kl_to_uniform(p:torch.Tensor, # (..., K) distributions over K outcomes
                  ) -> torch.Tensor: # (...,) KL(p ‖ U) = log K − H(p)
     "KL divergence from each distribution `p` to the uniform distribution over its K entries (0 log 0 = 0)."
-    p = p.float()
     return math.log(p.shape[-1]) + torch.special.xlogy(p, p).sum(-1)
 
+@float32_loss
 def marginal_entropy(q:torch.Tensor, # (..., B, K) assignment probabilities of one view
                     ) -> torch.Tensor: # (...) H(p̄), p̄ the batch-mean assignment
     "Entropy of the batch-mean assignment p̄ = (1/B) Σ_i q_i: log K at uniform cluster usage, 0 at collapse."
-    p = q.float().mean(-2)
+    p = q.mean(-2)
     return math.log(q.shape[-1]) - kl_to_uniform(p)
 
+@float32_loss
 def marginal_entropy_penalty(q:torch.Tensor, # (B, K) soft assignments of one view
                             ) -> torch.Tensor: # scalar log K − H(p̄)
     "log K − H(p̄) = KL(p̄ ‖ U) for the batch marginal p̄: zero at uniform cluster usage, log K at collapse."
-    return kl_to_uniform(q.float().mean(-2))
+    return kl_to_uniform(q.mean(-2))

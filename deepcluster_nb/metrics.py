@@ -9,19 +9,29 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 # %% auto #0
-__all__ = ['evaluate', 'COLLAPSE_SHARE', 'contingency', 'match_clusters', 'cluster_accuracy', 'majority_accuracy',
+__all__ = ['evaluate', 'COLLAPSE_SHARE', 'labelled', 'contingency', 'match_clusters', 'cluster_accuracy', 'majority_accuracy',
            'clustering_scores', 'cluster_sizes', 'collapse_warnings', 'score_assignments', 'matched_confusion',
            'sklearn_threads', 'kmeans_fit', 'kmeans_labels', 'pixel_kmeans_scores']
 
 # %% ../nbs/01_metrics.ipynb #1a944fcf
-def contingency(y_true, # true class labels, ints of shape (N,)
-                y_pred, # cluster indices, ints of shape (N,)
-               ) -> np.ndarray: # counts of shape (n_clusters, n_classes)
-    "Contingency table `counts[k, c]` = number of samples in cluster `k` with class `c`."
+def labelled(y_true, # true class labels, ints of shape (N,), -1 where unknown
+             y_pred, # cluster indices, ints of shape (N,)
+            ) -> tuple: # (y_true, y_pred) as int64, only where the label is known
+    "The (label, cluster) pairs whose label is known (not -1); any other negative label or cluster index is refused."
     y_true, y_pred = np.asarray(y_true, dtype=np.int64).ravel(), np.asarray(y_pred, dtype=np.int64).ravel()
     if y_true.shape != y_pred.shape: raise ValueError(f"y_true has {y_true.size} labels but y_pred has {y_pred.size}")
     if y_true.size == 0: raise ValueError("cannot score an empty clustering")
-    if y_true.min() < 0 or y_pred.min() < 0: raise ValueError("labels and cluster indices must be non-negative")
+    if y_true.min() < -1 or y_pred.min() < 0: raise ValueError("labels must be non-negative (or -1 for unknown), cluster indices non-negative")
+    known = y_true >= 0
+    if not known.any(): raise ValueError(f"no image has a known label (all {y_true.size} are -1): nothing to score")
+    return y_true[known], y_pred[known]
+
+# %% ../nbs/01_metrics.ipynb #0ce1a2f5
+def contingency(y_true, # true class labels, ints of shape (N,), -1 where unknown (left out)
+                y_pred, # cluster indices, ints of shape (N,)
+               ) -> np.ndarray: # counts of shape (n_clusters, n_classes)
+    "Contingency table `counts[k, c]` = number of samples in cluster `k` with class `c`."
+    y_true, y_pred = labelled(y_true, y_pred)
     counts = np.zeros((y_pred.max() + 1, y_true.max() + 1), dtype=np.int64)
     np.add.at(counts, (y_pred, y_true), 1)
     return counts
@@ -60,11 +70,11 @@ def majority_accuracy(y_true, # true class labels, ints of shape (N,)
     return float(counts.max(axis=1).sum() / counts.sum())
 
 # %% ../nbs/01_metrics.ipynb #4cdd2dc9
-def clustering_scores(y_true, # true class labels, ints of shape (N,)
+def clustering_scores(y_true, # true class labels, ints of shape (N,), -1 where unknown (left out)
                       y_pred, # cluster indices, ints of shape (N,)
                      ) -> dict: # {"acc", "nmi", "ari"}, plus "majority_acc" when there are more clusters than classes
-    "ACC (Hungarian), NMI and ARI of a clustering."
-    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    "ACC (Hungarian), NMI and ARI of a clustering, on the images whose label is known."
+    y_true, y_pred = labelled(y_true, y_pred)
     res = {"acc": cluster_accuracy(y_true, y_pred),
            "nmi": float(normalized_mutual_info_score(y_true, y_pred)),
            "ari": float(adjusted_rand_score(y_true, y_pred))}
@@ -96,23 +106,23 @@ def collapse_warnings(sizes, # (K,) images per cluster
     return out
 
 # %% ../nbs/01_metrics.ipynb #a542b206
-def score_assignments(y_true, # (N,) class labels (-1 where unknown: then no scores, only cluster usage)
+def score_assignments(y_true, # (N,) class labels, -1 where unknown (left out of the scores; all -1: no scores)
                       probs:np.ndarray, # (N, K) soft assignments
                      ) -> dict: # acc, nmi, ari, empty_clusters, largest_cluster, cluster_sizes, collapsed, collapse
-    "ACC/NMI/ARI of the argmax assignment, cluster usage, and whether the clustering has collapsed."
+    "ACC/NMI/ARI of the argmax assignment (labelled images), cluster usage (all images), and whether the clustering has collapsed."
     pred = np.asarray(probs).argmax(1)
     sizes = cluster_sizes(pred, probs.shape[1])
-    m = clustering_scores(y_true, pred) if (np.asarray(y_true) >= 0).all() else {}
+    m = clustering_scores(y_true, pred) if (np.asarray(y_true) >= 0).any() else {}
     warn = collapse_warnings(sizes)
     return {**m, "empty_clusters": int((sizes == 0).sum()), "largest_cluster": float(sizes.max() / sizes.sum()),
             "cluster_sizes": sizes.tolist(), "collapsed": bool(warn), "collapse": warn}
 
 # %% ../nbs/01_metrics.ipynb #fd4b3d8b
-def matched_confusion(y_true, # (N,) class labels
+def matched_confusion(y_true, # (N,) class labels, -1 where unknown (left out)
                       y_pred, # (N,) cluster indices
                       n_clusters:int, # K
                       return_order:bool=False, # also return the column order
-                     ) -> np.ndarray: # (C, K) counts, classes × clusters in matched order
+                     ) -> np.ndarray: # (C, K) counts of the labelled images, classes × clusters in matched order
     "Confusion matrix (classes × clusters) with the clusters reordered by the Hungarian matching (matched ones first)."
     order, _ = match_clusters(y_true, y_pred, n_clusters)
     cm = contingency(y_true, y_pred)

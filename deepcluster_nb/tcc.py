@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .infonce import info_nce, kl_to_uniform, marginal_entropy_penalty
+from .infonce import float32_loss, info_nce, kl_to_uniform, marginal_entropy_penalty
 from .augment import AugmentConfig
 from .models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, MomentumEncoder,
                                    FeatureQueue, make_backbone)
@@ -19,13 +19,15 @@ __all__ = ['PAPER_K', 'TCC_PAPER', 'TCC_SETTINGS', 'TCC_PARTS', 'cluster_represe
            'moco_infonce', 'tcc_recipe', 'tcc_defaults', 'TCC']
 
 # %% ../nbs/10_tcc.ipynb #85588f29
+@float32_loss
 def cluster_representations(pi:torch.Tensor, # (B, K) assignments π_i(k) = q(k|x_i)
                             features:torch.Tensor, # (B, D) features f_θ(x_i)
                            ) -> torch.Tensor: # (K, D) unit-norm cluster representations r_k
     "TCC's set representation of each cluster (Eq. 4): r_k = normalise(Σ_i π_i(k) f_θ(x_i))."
-    return F.normalize(pi.float().t() @ features.float(), dim=1)
+    return F.normalize(pi.t() @ features, dim=1)
 
 # %% ../nbs/10_tcc.ipynb #307537cd
+@float32_loss
 def cluster_level_loss(r:torch.Tensor, # (K, D) cluster representations r_k of the online network (unit norm)
                        r_hat:torch.Tensor, # (K, D) momentum representations r̂_k of the other view (unit norm)
                        queue:torch.Tensor, # (L, D) past representations; row l belongs to cluster l mod K
@@ -34,8 +36,8 @@ def cluster_level_loss(r:torch.Tensor, # (K, D) cluster representations r_k of t
                       ) -> torch.Tensor: # L_1
     "TCC's cluster-level loss (Eq. 5): InfoNCE of r_k against r̂_k, negatives the queue rows of the other clusters."
     K, L = r.shape[0], queue.shape[0]
-    pos = (r.float() * r_hat.float()).sum(1, keepdim=True)                        # r̂_k^T r_k
-    neg = r.float() @ queue.float().t()                                            # p_l^T r_k
+    pos = (r * r_hat).sum(1, keepdim=True)                                        # r̂_k^T r_k
+    neg = r @ queue.t()                                                            # p_l^T r_k
     same = torch.arange(L, device=r.device)[None] % K == torch.arange(K, device=r.device)[:, None]
     scores = torch.cat([pos, neg.masked_fill(same, float("-inf"))], 1) / temperature  # 1(l mod K ≠ k)
     loss = F.cross_entropy(scores, torch.zeros(K, dtype=torch.long, device=r.device), reduction=reduction)
@@ -57,14 +59,15 @@ def gumbel_softmax(logits:torch.Tensor, # (..., K) log π up to an additive cons
     return c_hard - c.detach() + c
 
 # %% ../nbs/10_tcc.ipynb #99b5868f
+@float32_loss
 def moco_infonce(query:torch.Tensor, # (B, D) online embeddings e (unit norm)
                  key:torch.Tensor, # (B, D) momentum embeddings ê of the other view (unit norm), the positives
                  queue:torch.Tensor, # (J, D) past momentum embeddings q_j, the negatives
                  temperature:float=1.0, # τ
                 ) -> torch.Tensor: # scalar: mean over the batch of −log p(i|x_i, c_i)
     "MoCo's InfoNCE (TCC's Eq. 7): each e against its ê and the J queued embeddings."
-    pos = (query.float() * key.float()).sum(1, keepdim=True)               # ê^T e
-    neg = query.float() @ queue.float().t()                                # q_j^T e
+    pos = (query * key).sum(1, keepdim=True)                               # ê^T e
+    neg = query @ queue.t()                                                # q_j^T e
     return info_nce(torch.cat([pos, neg], 1) / temperature, torch.zeros(len(query), dtype=torch.long, device=query.device))
 
 # %% ../nbs/10_tcc.ipynb #03a4139e

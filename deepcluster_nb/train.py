@@ -47,6 +47,8 @@ class TrainConfig:
     seed: int = 0  # seeds Python, NumPy and torch; runs with one seed are identical on one machine
     device: str = "auto"  # "auto" (cuda if available), "cuda", "cuda:N" or "cpu"
     amp: bool | None = None  # bf16 autocast (None: on for cuda, off on the CPU)
+    channels_last: bool | None = None  # channels-last memory format for the model and views (None: on for cuda)
+    fused: bool | None = None  # fused optimiser kernels (None: on for cuda; Adam and SGD have them on the CPU too)
     compile: bool = False  # torch.compile the backbone (falls back to eager, with a warning, if compiling fails)
     data_on_device: bool | None = None  # keep the uint8 training set on the device (None: if it fits)
     threads: int = 0  # PyTorch CPU threads (0: PyTorch's default)
@@ -247,6 +249,7 @@ def setup_config(self:Trainer, cfg:TrainConfig, data:ClusterData|None=None):
     self.cfg, self.aug_cfg = resolve_config(cfg, self.data)
     c = self.cfg
     self.amp = (self.device.type == "cuda") if c.amp is None else c.amp
+    self.channels_last = (self.device.type == "cuda") if c.channels_last is None else c.channels_last
     self.out_dir = Path(c.out_dir.format(method=c.method, dataset=Path(str(c.dataset)).stem, seed=c.seed))
     self.is_main, self.world_size = True, 1     # one process; the data-parallel trainer changes both
 
@@ -363,7 +366,7 @@ def setup_model(self:Trainer):
     c = self.cfg
     backbone, feat_dim = make_backbone(c.backbone, self.train_data.x.shape[1], c.stem == "small", c.image_size)
     self.method = get_method(c.method)(backbone, feat_dim, c.n_clusters, **c.hparams).to(self.device)
-    if self.device.type == "cuda": self.method = self.method.to(memory_format=torch.channels_last)
+    if self.channels_last: self.method = self.method.to(memory_format=torch.channels_last)
     if c.compile: compile_module(self.method.backbone)
     self.step_fn = self.method.training_step     # the data-parallel trainer puts DDP in between
 
@@ -371,10 +374,12 @@ def setup_model(self:Trainer):
 def make_optimizer(method, # a `ClusterMethod`
                    optimizer:str, # "adam" or "sgd"
                    lr:float, weight_decay:float, momentum:float=0.9,
-                   device:torch.device=torch.device("cpu"), # fused kernels on CUDA
+                   device:torch.device=torch.device("cpu"), # fused kernels on CUDA by default
+                   fused:bool|None=None, # fused kernels (None: on CUDA only)
                   ) -> torch.optim.Optimizer:
     "Adam or SGD with momentum over the method's parameter groups."
-    groups, fused = method.param_groups(weight_decay), torch.device(device).type == "cuda"
+    groups = method.param_groups(weight_decay)
+    fused = torch.device(device).type == "cuda" if fused is None else bool(fused)
     if optimizer == "adam": return torch.optim.Adam(groups, lr=lr, fused=fused)
     if optimizer == "sgd": return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused)
     raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
@@ -383,7 +388,7 @@ def make_optimizer(method, # a `ClusterMethod`
 def setup_optimizer(self:Trainer):
     "The optimiser of the configuration."
     c = self.cfg
-    self.opt = make_optimizer(self.method, c.optimizer, c.lr, c.weight_decay, c.momentum, self.device)
+    self.opt = make_optimizer(self.method, c.optimizer, c.lr, c.weight_decay, c.momentum, self.device, c.fused)
 
 # %% ../nbs/07_train.ipynb #923f9839
 @patch(as_prop=True)
@@ -450,7 +455,7 @@ def train_step(self:Trainer, idx:torch.Tensor, xb:torch.Tensor, head:str="main")
     "One optimiser step on the uint8 images `xb` (indices `idx`): views, the method's loss, backward, step."
     idx, xb = self.local_batch(idx, xb)
     views = [self.aug(xb) for _ in range(self.method.n_views)]
-    if self.device.type == "cuda": views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    if self.channels_last: views = [v.contiguous(memory_format=torch.channels_last) for v in views]
     raw = self.aug.eval_view(xb) if self.method.needs_raw else None
     c = self.cfg
     if c.schedule != "constant" or c.warmup_epochs:
@@ -597,7 +602,7 @@ def load_state(self:Trainer, ck:dict):
 # %% ../nbs/07_train.ipynb #f7a8e790
 RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", "config.json", "history.json", "history.csv", "metrics.json",
              "training_curves.png", "confusion.png", "report.json")
-RESUME_SAFE = ("epochs", "eval_every", "max_steps", "max_minutes", "progress", "device", "amp", "compile", "data_on_device", "threads",
+RESUME_SAFE = ("epochs", "eval_every", "max_steps", "max_minutes", "progress", "device", "amp", "channels_last", "fused", "compile", "data_on_device", "threads",
                "out_dir", "resume", "overwrite", "stop_on_collapse", "data_root")
 
 class RunFolderExists(FileExistsError):

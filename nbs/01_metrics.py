@@ -36,18 +36,41 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 # a linear assignment problem on the $K\times C$ contingency table, solved exactly by the Hungarian algorithm
 # (`scipy.optimize.linear_sum_assignment`).
 #
-# We first build the contingency table: `counts[k, c]` is the number of samples put in cluster `k` whose true class is `c`.
+# A label of **−1 means unknown** (an unlabelled image, such as STL-10's extra split, or a dataset labelled only in
+# part): it is trained on but cannot be scored. Every figure below, ACC, NMI, ARI and the confusion matrix, is computed
+# on the labelled images only, and `labelled` is the one place that drops the others.
 
 # %%
 #| export
-def contingency(y_true, # true class labels, ints of shape (N,)
-                y_pred, # cluster indices, ints of shape (N,)
-               ) -> np.ndarray: # counts of shape (n_clusters, n_classes)
-    "Contingency table `counts[k, c]` = number of samples in cluster `k` with class `c`."
+def labelled(y_true, # true class labels, ints of shape (N,), -1 where unknown
+             y_pred, # cluster indices, ints of shape (N,)
+            ) -> tuple: # (y_true, y_pred) as int64, only where the label is known
+    "The (label, cluster) pairs whose label is known (not -1); any other negative label or cluster index is refused."
     y_true, y_pred = np.asarray(y_true, dtype=np.int64).ravel(), np.asarray(y_pred, dtype=np.int64).ravel()
     if y_true.shape != y_pred.shape: raise ValueError(f"y_true has {y_true.size} labels but y_pred has {y_pred.size}")
     if y_true.size == 0: raise ValueError("cannot score an empty clustering")
-    if y_true.min() < 0 or y_pred.min() < 0: raise ValueError("labels and cluster indices must be non-negative")
+    if y_true.min() < -1 or y_pred.min() < 0: raise ValueError("labels must be non-negative (or -1 for unknown), cluster indices non-negative")
+    known = y_true >= 0
+    if not known.any(): raise ValueError(f"no image has a known label (all {y_true.size} are -1): nothing to score")
+    return y_true[known], y_pred[known]
+
+# %%
+test_eq(labelled([0, -1, 2], [1, 1, 0]), (np.array([0, 2]), np.array([1, 0])))
+test_fail(lambda: labelled([0, 1], [0]), contains="labels")
+test_fail(lambda: labelled([0, -2], [0, 0]), contains="-1 for unknown")
+test_fail(lambda: labelled([-1, -1], [0, 1]), contains="all 2 are -1")
+
+# %% [markdown]
+# We first build the contingency table: `counts[k, c]` is the number of labelled samples put in cluster `k` whose true
+# class is `c`.
+
+# %%
+#| export
+def contingency(y_true, # true class labels, ints of shape (N,), -1 where unknown (left out)
+                y_pred, # cluster indices, ints of shape (N,)
+               ) -> np.ndarray: # counts of shape (n_clusters, n_classes)
+    "Contingency table `counts[k, c]` = number of samples in cluster `k` with class `c`."
+    y_true, y_pred = labelled(y_true, y_pred)
     counts = np.zeros((y_pred.max() + 1, y_true.max() + 1), dtype=np.int64)
     np.add.at(counts, (y_pred, y_true), 1)
     return counts
@@ -55,6 +78,7 @@ def contingency(y_true, # true class labels, ints of shape (N,)
 # %%
 test_eq(contingency([0, 0, 1, 1], [1, 1, 0, 0]), np.array([[0, 2], [2, 0]]))
 test_eq(contingency([0, 1, 2], [0, 0, 0]).shape, (1, 3))
+test_eq(contingency([0, -1, 1, -1], [1, 0, 0, 2]), np.array([[0, 1], [1, 0]]))   # the unknown images are not counted
 test_fail(lambda: contingency([0, 1], [0]), contains="labels")
 
 # %% [markdown]
@@ -141,11 +165,11 @@ test_close(majority_accuracy([0, 1, 2], [0, 0, 0]), 1 / 3)
 
 # %%
 #| export
-def clustering_scores(y_true, # true class labels, ints of shape (N,)
+def clustering_scores(y_true, # true class labels, ints of shape (N,), -1 where unknown (left out)
                       y_pred, # cluster indices, ints of shape (N,)
                      ) -> dict: # {"acc", "nmi", "ari"}, plus "majority_acc" when there are more clusters than classes
-    "ACC (Hungarian), NMI and ARI of a clustering."
-    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    "ACC (Hungarian), NMI and ARI of a clustering, on the images whose label is known."
+    y_true, y_pred = labelled(y_true, y_pred)
     res = {"acc": cluster_accuracy(y_true, y_pred),
            "nmi": float(normalized_mutual_info_score(y_true, y_pred)),
            "ari": float(adjusted_rand_score(y_true, y_pred))}
@@ -163,6 +187,7 @@ test_close([_r["acc"], _r["nmi"], _r["ari"]], [1.0, 1.0, 1.0])
 _r = clustering_scores([0, 0, 1, 1, 2, 2], [0] * 6)             # the degenerate all-one-cluster case
 test_close([_r["acc"], _r["nmi"], _r["ari"]], [1 / 3, 0.0, 0.0])
 assert "majority_acc" in clustering_scores([0, 1], [0, 2]) and "majority_acc" not in _r
+test_eq(clustering_scores([0, 0, -1, 1, 1, -1], [1, 1, 0, 0, 0, 1]), clustering_scores([0, 0, 1, 1], [1, 1, 0, 0]))  # -1 left out
 
 # %% [markdown]
 # Invariance under relabelling, checked on a random clustering:
@@ -217,13 +242,13 @@ test_eq(collapse_warnings([5, 0, 5, 5]), [])            # one empty cluster of f
 
 # %%
 #| export
-def score_assignments(y_true, # (N,) class labels (-1 where unknown: then no scores, only cluster usage)
+def score_assignments(y_true, # (N,) class labels, -1 where unknown (left out of the scores; all -1: no scores)
                       probs:np.ndarray, # (N, K) soft assignments
                      ) -> dict: # acc, nmi, ari, empty_clusters, largest_cluster, cluster_sizes, collapsed, collapse
-    "ACC/NMI/ARI of the argmax assignment, cluster usage, and whether the clustering has collapsed."
+    "ACC/NMI/ARI of the argmax assignment (labelled images), cluster usage (all images), and whether the clustering has collapsed."
     pred = np.asarray(probs).argmax(1)
     sizes = cluster_sizes(pred, probs.shape[1])
-    m = clustering_scores(y_true, pred) if (np.asarray(y_true) >= 0).all() else {}
+    m = clustering_scores(y_true, pred) if (np.asarray(y_true) >= 0).any() else {}
     warn = collapse_warnings(sizes)
     return {**m, "empty_clusters": int((sizes == 0).sum()), "largest_cluster": float(sizes.max() / sizes.sum()),
             "cluster_sizes": sizes.tolist(), "collapsed": bool(warn), "collapse": warn}
@@ -233,6 +258,9 @@ _s = score_assignments(np.array([0, 0, 1, 1]), np.eye(2)[[0, 0, 1, 1]])
 test_eq((_s["acc"], _s["collapsed"], _s["cluster_sizes"]), (1.0, False, [2, 2]))
 _s = score_assignments(np.array([0, 0, 1, 1]), np.eye(3)[[2, 2, 2, 2]])
 test_eq((_s["collapsed"], _s["largest_cluster"], _s["empty_clusters"]), (True, 1.0, 2))
+_s = score_assignments(np.array([0, -1, 1, -1]), np.eye(2)[[0, 1, 1, 1]])           # scores on the two labelled images
+test_eq((_s["acc"], _s["cluster_sizes"]), (1.0, [1, 3]))
+test_eq(set(score_assignments(np.full(4, -1), np.eye(2)[[0, 1, 1, 1]])) & {"acc", "nmi", "ari"}, set())
 
 # %% [markdown]
 # ## Matched confusion matrix
@@ -241,11 +269,11 @@ test_eq((_s["collapsed"], _s["largest_cluster"], _s["empty_clusters"]), (True, 1
 
 # %%
 #| export
-def matched_confusion(y_true, # (N,) class labels
+def matched_confusion(y_true, # (N,) class labels, -1 where unknown (left out)
                       y_pred, # (N,) cluster indices
                       n_clusters:int, # K
                       return_order:bool=False, # also return the column order
-                     ) -> np.ndarray: # (C, K) counts, classes × clusters in matched order
+                     ) -> np.ndarray: # (C, K) counts of the labelled images, classes × clusters in matched order
     "Confusion matrix (classes × clusters) with the clusters reordered by the Hungarian matching (matched ones first)."
     order, _ = match_clusters(y_true, y_pred, n_clusters)
     cm = contingency(y_true, y_pred)
@@ -256,6 +284,7 @@ def matched_confusion(y_true, # (N,) class labels
 _cm = matched_confusion([0, 0, 1, 1, 2], [2, 2, 0, 1, 1], 4)
 test_eq(_cm.shape, (3, 4)); test_eq(np.trace(_cm), 4)   # 2 + 1 + 1 correct after matching
 test_eq(np.trace(matched_confusion(_yt, _yp, 5)), round(cluster_accuracy(_yt, _yp) * len(_yt)))
+test_eq(matched_confusion([0, -1, 1, -1], [1, 0, 0, 2], 3), np.array([[1, 0, 0], [0, 1, 0]]))   # 2 labelled images; K = 3 columns
 
 # %% [markdown]
 # ## The k-means yardstick

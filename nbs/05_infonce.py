@@ -21,7 +21,7 @@ from fastcore.test import test_eq, test_close, test_fail
 # %%
 #| export
 from __future__ import annotations
-import math
+import contextlib, functools, math
 import torch
 import torch.nn.functional as F
 
@@ -45,15 +45,65 @@ import torch.nn as nn
 # minimise: it is (up to $\log M$) a lower bound on the mutual information between the two views.
 #
 # In code a score matrix holds one query per row, `scores[b, m]` $= f(x_m, y_b)$, and `positive_index[b]` says which
-# column holds row $b$'s positive:
+# column holds row $b$'s positive.
+#
+# One remark applies to every loss of the course. On a GPU the trainer runs each step under bf16 autocast, which
+# computes matrix products in bfloat16 — inside a loss too, and even after a `.float()`, because autocast casts the
+# inputs of `matmul`, `mm`, `bmm` and `linear` again. With 8 significant bits, a logit near 10 is then rounded to a
+# multiple of 0.0625. So each exported loss is decorated with `float32_loss`: it runs with autocast switched off and its
+# lower-precision tensor arguments in float32, while the gradient flows back to those arguments in their own dtype.
+# Section 10 derives the error this avoids and measures it on NT-Xent.
 
 # %%
 #| export
+def _autocast_off(device_type:str):
+    "`torch.autocast(device_type, enabled=False)`, or no context for a device without autocast (e.g. meta tensors)."
+    try: return torch.autocast(device_type=device_type, enabled=False)
+    except RuntimeError: return contextlib.nullcontext()
+
+def float32_loss(loss_fn): # a function of tensors (and other arguments) that returns a loss
+    "Decorator: run `loss_fn` with autocast off on its tensors' devices and its bf16/fp16 tensor arguments in float32."
+    up = lambda a: a.to(torch.promote_types(a.dtype, torch.float32)) if torch.is_tensor(a) and a.is_floating_point() else a
+    @functools.wraps(loss_fn)
+    def wrapper(*args, **kwargs):
+        args, kwargs = [up(a) for a in args], {k: up(v) for k, v in kwargs.items()}   # float64 stays float64
+        devices = sorted({a.device.type for a in (*args, *kwargs.values()) if torch.is_tensor(a)})
+        with contextlib.ExitStack() as stack:
+            for d in devices: stack.enter_context(_autocast_off(d))
+            return loss_fn(*args, **kwargs)
+    return wrapper
+
+# %%
+show_doc(float32_loss)
+
+# %% [markdown]
+# On a matrix product under CPU bf16 autocast: undecorated it returns bf16, decorated it returns the float32 product
+# exactly; bf16 arguments are computed in float32 and receive their gradient in bf16; float64 arguments and
+# non-tensor arguments pass unchanged; the undecorated function stays reachable as `__wrapped__`.
+
+# %%
+_mm = lambda a, b, scale=1.: a @ b.t() * scale
+_mm32 = float32_loss(_mm)
+_a, _b = torch.randn(6, 5), torch.randn(4, 5)
+_ref = _a @ _b.t() * 2.
+with torch.autocast("cpu", dtype=torch.bfloat16): _bf, _f32 = _mm(_a, _b, 2.), _mm32(_a, _b, scale=2.)
+test_eq(_bf.dtype, torch.bfloat16); test_eq(_f32, _ref)             # undecorated bf16, decorated the float32 product
+assert (_bf.float() - _ref).abs().max() > 1e-3                      # which the bf16 one is not
+_a16 = _a.bfloat16().requires_grad_()
+with torch.autocast("cpu", dtype=torch.bfloat16): _out = _mm32(_a16, _b.bfloat16())
+test_eq(_out.detach(), _a16.detach().float() @ _b.bfloat16().float().t())  # bf16 arguments, float32 arithmetic
+_out.sum().backward(); test_eq(_a16.grad.dtype, torch.bfloat16)   # the gradient comes back in the argument's dtype
+test_eq(_mm32(_a.double(), _b.double()).dtype, torch.float64)
+test_eq(_mm32.__wrapped__, _mm)                                     # the undecorated function stays reachable
+
+# %%
+#| export
+@float32_loss
 def info_nce(scores:torch.Tensor, # (B, M) critic values: row b = query y_b, column m = candidate x_m
              positive_index:torch.Tensor, # (B,) column of each row's positive
             ) -> torch.Tensor: # scalar: mean over rows of −log softmax(scores)[positive]
     "InfoNCE: the cross-entropy of picking each row's positive among its M candidates."
-    return F.cross_entropy(scores.float(), positive_index)
+    return F.cross_entropy(scores, positive_index)
 
 
 # %%
@@ -286,6 +336,7 @@ assert all(b > a for a, b in zip(_opt, _opt[1:]))                   # tighter as
 
 # %%
 #| export
+@float32_loss
 def infonce_bound(scores:torch.Tensor, # (B, M) critic values, −inf for masked candidates
                   positive_index:torch.Tensor, # (B,) column of each row's positive
                  ) -> torch.Tensor: # scalar: mean over rows of log M_b + log softmax(scores)[positive]
@@ -567,13 +618,14 @@ test_eq((_lay == 2).sum(1), torch.ones(2 * _n))
 
 # %%
 #| export
+@float32_loss
 def nt_xent(z_a:torch.Tensor, # (N, D) first views (normalised inside)
             z_b:torch.Tensor, # (N, D) second views
             temperature:float=0.5, # τ
            ) -> torch.Tensor: # scalar, mean over the 2N views
     "NT-Xent (SimCLR): InfoNCE with the cosine critic over 2N views, positives i ↔ i+N, self-pairs excluded."
     n = z_a.shape[0]
-    z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
+    z = F.normalize(torch.cat([z_a, z_b]), dim=1)
     sim = (z @ z.t()) / temperature
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     pos = torch.arange(2 * n, device=z.device).add(n).remainder(2 * n)
@@ -644,13 +696,14 @@ for _n, _d in [(8, 16), (32, 128)]:
 
 # %%
 #| export
+@float32_loss
 def nt_xent_grad(z_a:torch.Tensor, # (N, D) first views (normalised inside)
                  z_b:torch.Tensor, # (N, D) second views
                  temperature:float=0.5, # τ
                 ) -> torch.Tensor: # (2N, 2N) G[i, k] = ∂ℓ_i/∂s_ik
     "Analytic gradient of each view's NT-Xent term w.r.t. its cosine similarities: (P − 1[k = positive]) / τ, 0 on the diagonal."
     n = z_a.shape[0]
-    z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
+    z = F.normalize(torch.cat([z_a, z_b]), dim=1)
     eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     P = torch.softmax(((z @ z.t()) / temperature).masked_fill(eye, float("-inf")), 1)
     pos = torch.arange(2 * n, device=z.device).add(n).remainder(2 * n)
@@ -761,22 +814,24 @@ test_close(nt_xent(_a, _b, 1e4), math.log(11), eps=1e-3)
 
 # %%
 #| export
+@float32_loss
 def kl_to_uniform(p:torch.Tensor, # (..., K) distributions over K outcomes
                  ) -> torch.Tensor: # (...,) KL(p ‖ U) = log K − H(p)
     "KL divergence from each distribution `p` to the uniform distribution over its K entries (0 log 0 = 0)."
-    p = p.float()
     return math.log(p.shape[-1]) + torch.special.xlogy(p, p).sum(-1)
 
+@float32_loss
 def marginal_entropy(q:torch.Tensor, # (..., B, K) assignment probabilities of one view
                     ) -> torch.Tensor: # (...) H(p̄), p̄ the batch-mean assignment
     "Entropy of the batch-mean assignment p̄ = (1/B) Σ_i q_i: log K at uniform cluster usage, 0 at collapse."
-    p = q.float().mean(-2)
+    p = q.mean(-2)
     return math.log(q.shape[-1]) - kl_to_uniform(p)
 
+@float32_loss
 def marginal_entropy_penalty(q:torch.Tensor, # (B, K) soft assignments of one view
                             ) -> torch.Tensor: # scalar log K − H(p̄)
     "log K − H(p̄) = KL(p̄ ‖ U) for the batch marginal p̄: zero at uniform cluster usage, log K at collapse."
-    return kl_to_uniform(q.float().mean(-2))
+    return kl_to_uniform(q.mean(-2))
 
 # %%
 show_doc(marginal_entropy_penalty)
@@ -797,6 +852,109 @@ _eye = torch.eye(4).repeat(3, 1)                                   # 12 images, 
 test_close(marginal_entropy_penalty(_eye), 0.0, eps=1e-6)
 test_close(marginal_entropy_penalty(torch.eye(4)[[0] * 12]), math.log(4), eps=1e-6)   # collapsed: log K
 test_eq(marginal_entropy(torch.randn(3, 8, 5).softmax(-1)).shape, torch.Size([3]))  # leading dimensions (CRLC's subheads)
+
+# %% [markdown]
+# ## 10. Losses in float32 under mixed precision
+# On a GPU the trainer runs every step under bf16 autocast (`amp`): convolutions and matrix products in bfloat16,
+# softmax, logarithms and sums in float32. A loss is a mix of both. NT-Xent's cosine matrix $\hat z\hat z^\top$ is a
+# matrix product, so under autocast its inputs are rounded to bf16 and so is its result — even when the code called
+# `.float()` first, since autocast re-casts the inputs of `matmul`, `mm`, `bmm` and `linear` — and the division by
+# $\tau$ of a bf16 tensor stays in bf16. `float32_loss` (the first export of this chapter) switches autocast off for the
+# whole loss; every exported loss of the course carries it. How large is the error it removes?
+#
+# **Rounding.** bf16 keeps 8 significant bits: the unit roundoff is $u = 2^{-8} \approx 3.9\cdot10^{-3}$ (float32:
+# $2^{-24} \approx 6.0\cdot10^{-8}$). A number in $[2^E, 2^{E+1})$ is rounded to a multiple of $2^{E-7}$, so a logit
+# $x = s/\tau$ between 8 and 16 — the positives of a network at $\tau = 0.1$ — is quantised in steps of 0.0625 and is
+# off by up to $|x|\,u$, about $u|x|/2$ in root mean square. The rounding of the normalised features before the product
+# adds a relative error of order $u$ on each cosine too.
+#
+# **The loss.** To first order the error $e_{ik}$ of the logits changes view $i$'s term by
+# $d\ell_i = \sum_{k\neq i}(P_{ik} - \mathbb 1[k = p(i)])\,e_{ik}$. The weights sum in absolute value to
+# $2(1-P_{i,p(i)}) \le 2$, so $|d\ell_i| \le 2\max_k|e_{ik}| \approx 2u/\tau$ — up to 0.078 at $\tau = 0.1$ and 0.016 at
+# $\tau = 0.5$. The errors of different entries are independent and of mean about zero, so on the mean over the $2N$
+# views they largely cancel: treating them as independent with standard deviation $u|x_{ik}|/2$, the error of the loss
+# has standard deviation $\frac{u}{2}\cdot\frac{1}{2N}\big(\sum_{i,k}(P_{ik}-\mathbb 1[k=p(i)])^2 x_{ik}^2\big)^{1/2}$,
+# which the cell below evaluates on the batch.
+#
+# **The gradient.** $\partial\ell_i/\partial x_{ik} = P_{ik} - \mathbb 1[k=p(i)]$ and $dP_{ik} = P_{ik}(e_{ik} - \sum_{k'}P_{ik'}e_{ik'})$:
+# every weight of the gradient is off by a *relative* amount of the size of the logit errors. The weight sits on the
+# positive and the hard negatives, the largest logits, so the gradient's relative error is about
+# $\frac u2\,(1 + |x_{pos}|)$ — the 1 for the rounding of the features in the forward product and of the gradient in
+# the backward product. For $N = 256$, $D = 128$ and views whose cosine is about 0.9 (a network that has started to
+# learn), $|x_{pos}| \approx 0.9/\tau$: about $1.9\cdot10^{-2}$ at $\tau = 0.1$ and $5\cdot10^{-3}$ at $\tau = 0.5$. Averaging does
+# not help here: each coordinate of the gradient is a different sum.
+#
+# **Float32, and the tolerance.** The same analysis with $u = 2^{-24}$ gives $3\cdot10^{-8}(1 + |x_{pos}|) \approx 3\cdot10^{-7}$ at
+# $\tau = 0.1$, and the rounding of the length-$D$ sums of the cosines adds about $\sqrt D\,2^{-24} \approx 7\cdot10^{-7}$: a float32
+# loss and its gradient are correct to about $10^{-6}$ relative. We take **tol = 1e-5** (relative to the loss, and to the norm
+# of the gradient) as the float32 tolerance: float32 meets it with room to spare, and bf16 misses it on the gradient by
+# two to three orders of magnitude. The agreements to $10^{-7}$ with the official code that the method chapters show
+# hold in float32; under bf16 they would be $10^{-4}$–$10^{-2}$.
+#
+# The measurement, against the same loss in float64: float32 without autocast; the loss without its decorator
+# (`nt_xent.__wrapped__`, what a loss without `float32_loss` computes) under CPU bf16 autocast; and the decorated
+# loss under the same autocast, with float32 and with bf16 features.
+
+# %%
+def loss_and_grad(fn, z_a, z_b, tau, dtype=torch.float32, amp=False):
+    "fn(z_a, z_b, tau) and its gradient w.r.t. both views (float64 copies), inputs in `dtype`, under CPU bf16 autocast if `amp`."
+    a, b = (t.detach().to(dtype).requires_grad_() for t in (z_a, z_b))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp): l = fn(a, b, tau)
+    l.backward()
+    return l.detach().double(), torch.cat([a.grad, b.grad]).double()
+
+def rel_err(x, ref):
+    "‖x − ref‖ / ‖ref‖."
+    return ((x - ref).norm() / ref.norm()).item()
+
+TOL, U_BF16 = 1e-5, 2. ** -8
+_g = torch.Generator().manual_seed(10)
+_N, _D = 256, 128
+_za = torch.randn(_N, _D, generator=_g); _zb = _za + 0.5 * torch.randn(_N, _D, generator=_g)   # positive cosine ≈ 0.9
+_zh = F.normalize(torch.cat([_za, _zb]).double(), dim=1)
+_cos_pos = (_zh[:_N] * _zh[_N:]).sum(1).mean().item()
+prec = {}
+for _t in (0.1, 0.5):
+    _ref = loss_and_grad(nt_xent, _za, _zb, _t, torch.float64)
+    _runs = {"float32": loss_and_grad(nt_xent, _za, _zb, _t),
+             "bf16 (undecorated)": loss_and_grad(nt_xent.__wrapped__, _za, _zb, _t, amp=True),
+             "float32_loss, float32 in": loss_and_grad(nt_xent, _za, _zb, _t, amp=True),
+             "float32_loss, bf16 in": loss_and_grad(nt_xent, _za, _zb, _t, torch.bfloat16, amp=True)}
+    _x = (_zh @ _zh.t() / _t).masked_fill(torch.eye(2 * _N, dtype=torch.bool), float("-inf"))
+    _G = nt_xent_grad(_za.double(), _zb.double(), _t) * _t              # P − 1[k = p(i)]
+    _pred_loss = U_BF16 / 2 * (_G ** 2 * _x.nan_to_num(neginf=0.) ** 2).sum().sqrt().item() / (2 * _N)
+    prec[_t] = dict(ref=_ref, runs=_runs, pred_loss=_pred_loss, pred_grad=U_BF16 / 2 * (1 + _cos_pos / _t))
+    print(f"τ = {_t}: loss {_ref[0].item():.4f}; bf16 predicted: loss error ~{_pred_loss:.1e}, gradient {prec[_t]['pred_grad']:.1e} relative")
+    for _k, (_l, _gr) in _runs.items():
+        print(f"   {_k:26s} loss error {abs(_l - _ref[0]).item():.1e} ({abs(_l - _ref[0]).item() / _ref[0].item():.1e} relative), "
+              f"gradient {rel_err(_gr, _ref[1]):.1e} relative")
+
+# %% [markdown]
+# The checks: float32 meets the tolerance; the decorated loss under autocast gives the float32 values to the
+# tolerance (with bf16 features, the float32 values of those features, and a bf16 gradient); the undecorated loss
+# under autocast misses the tolerance on the gradient at both temperatures and on the loss at $\tau = 0.1$, by the
+# amount the derivation predicts (within a factor of two for the gradient; the loss error, a sum of many signed
+# roundings, within four of its predicted standard deviations).
+
+# %%
+for _t, _p in prec.items():
+    (_l0, _g0), _r = _p["ref"], _p["runs"]
+    _l32, _g32 = _r["float32"]
+    assert abs(_l32 - _l0) <= TOL * abs(_l0) and rel_err(_g32, _g0) <= TOL                 # float32 meets the tolerance
+    _lw, _gw = _r["float32_loss, float32 in"]
+    assert abs(_lw - _l32) <= TOL * abs(_l32) and rel_err(_gw, _g32) <= TOL                # decorated under autocast = float32
+    _lb, _gb = _r["bf16 (undecorated)"]
+    assert rel_err(_gb, _g32) > 100 * TOL                                                  # bf16: the gradient misses it
+    assert 0.5 < rel_err(_gb, _g0) / _p["pred_grad"] < 2                                   # by the predicted amount
+    assert abs(_lb - _l0).item() < 4 * _p["pred_loss"]
+_lb, _ = prec[0.1]["runs"]["bf16 (undecorated)"]; _l32, _ = prec[0.1]["runs"]["float32"]
+assert abs(_lb - _l32) > TOL * abs(_l32)                                                   # τ = 0.1: the loss misses it too
+# bf16 features: the decorated loss is the float32 loss of those features, and the gradient comes back in bf16
+_a16, _b16 = _za.bfloat16().requires_grad_(), _zb.bfloat16()
+with torch.autocast("cpu", dtype=torch.bfloat16): _l16 = nt_xent(_a16, _b16, 0.1)
+test_eq(_l16.dtype, torch.float32)
+test_close(_l16, nt_xent(_a16.detach().float(), _b16.float(), 0.1), eps=TOL * _l16.item())
+_l16.backward(); test_eq(_a16.grad.dtype, torch.bfloat16)
 
 # %%
 #| hide

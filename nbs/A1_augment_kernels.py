@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 # %%
 import colorsys, time
+from dataclasses import replace
 from PIL import Image
 import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
@@ -746,18 +747,92 @@ assert all(not torch.allclose(_y[i], _y[j]) for i in range(5) for j in range(i +
 test_eq(random_elastic(_x, generator=torch.Generator().manual_seed(3)), random_elastic(_x, generator=torch.Generator().manual_seed(3)))
 
 # %% [markdown]
-# ## Speed
-# The per-image PIL pipeline (torchvision's transforms on PIL images, as the official code runs them in its
-# DataLoader workers) against the batched module of `augment`, both on one CPU thread, on 512 CIFAR-sized images (a
-# single measurement; the benchmark chapter measures properly):
+# ## The per-image PIL pipeline
+# The official code makes its views one image at a time: each image becomes a PIL image and goes through
+# torchvision's PIL transforms in a DataLoader worker. `cc_pil_transform` is that pipeline for the SimCLR family of
+# recipes (an `augment.AugmentConfig`): the yardstick the batched module is timed against, here and in the
+# benchmark appendix (`bench`), whose official-style training loop uses it too. It draws its parameters from
+# torch's global generator, as torchvision's transforms do, so it cannot replay the batched module's draws
+# (`augment.replay_per_image` does that with the functional ops); the checks below compare the two pipelines where
+# their results do not depend on the draws.
+
+# %%
+#| export
+def cc_pil_transform(cfg, # an `augment.AugmentConfig` of the SimCLR family (`kind="simclr"`)
+                    ):
+    "The per-image PIL pipeline of a SimCLR-family recipe: crop, flip, jitter (p), grayscale (p), blur (p), ToTensor."
+    import torchvision.transforms as T
+    if cfg.kind != "simclr": raise ValueError(f"the PIL reference covers the SimCLR-family recipe, not {cfg.kind!r}")
+    tf = [T.RandomResizedCrop(cfg.size, scale=cfg.crop_scale)]
+    if cfg.hflip: tf.append(T.RandomHorizontalFlip())
+    tf += [T.RandomApply([T.ColorJitter(*cfg.jitter)], p=cfg.jitter_p), T.RandomGrayscale(cfg.gray_p)]
+    if cfg.blur_p > 0: tf.append(T.RandomApply([T.GaussianBlur(cfg.blur_kernel, cfg.blur_sigma)], p=cfg.blur_p))
+    return T.Compose(tf + [T.ToTensor()])
+
+# %% [markdown]
+# With every random step switched off (the whole image as the crop, no flip, jitter, grayscale or blur) both
+# pipelines return the image itself; with grayscale always on they agree to within $0.6/255$ (PIL rounds the grey
+# level to an integer, half a grey step, and weighs red 0.299 where `GRAY_WEIGHTS` has 0.2989); with only the flip
+# left on, every PIL view is the image or its mirror, and both occur. Images are square, so a crop of the whole area can only be the whole image.
 
 # %%
 from deepcluster_nb.augment import AugmentConfig, BatchAugment
 
 # %%
+_x = (torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+_imgs = [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in _x]
+_still = AugmentConfig(size=32, crop_scale=(1., 1.), hflip=False, jitter_p=0., gray_p=0.)
+_ours = lambda cfg: BatchAugment(cfg, [0.] * 3, [1.] * 3)(_x)
+test_eq(torch.stack([cc_pil_transform(_still)(im) for im in _imgs]), to_float(_x)); test_eq(_ours(_still), to_float(_x))
+_grey = AugmentConfig(size=32, crop_scale=(1., 1.), hflip=False, jitter_p=0., gray_p=1.)
+test_close(torch.stack([cc_pil_transform(_grey)(im) for im in _imgs]), _ours(_grey), eps=0.6 / 255)
+torch.manual_seed(0); _flips = [cc_pil_transform(replace(_still, hflip=True))(_imgs[0]) for _ in range(16)]
+assert all(torch.equal(v, to_float(_x[0])) or torch.equal(v, to_float(_x[0]).flip(-1)) for v in _flips)
+assert 0 < sum(torch.equal(v, to_float(_x[0])) for v in _flips) < 16
+test_fail(lambda: cc_pil_transform(AugmentConfig(kind="digits")), contains="SimCLR-family")
+
+# %% [markdown]
+# `PILViews` is the dataset of the official-style loop: it keeps the images as a NumPy array `(N, H, W, C)`, as
+# torchvision's CIFAR class does, and each item builds a PIL image and draws its views, plus the resized raw image
+# for methods that need it.
+
+# %%
+#| export
+class PILViews(torch.utils.data.Dataset):
+    "Images kept as a NumPy array; an item is `n_views` PIL-transformed views, the resized raw image if asked, and the index."
+    def __init__(self, x:torch.Tensor, # (N, C, H, W) uint8 images
+                 transform, # a per-image PIL pipeline, e.g. `cc_pil_transform(cfg)`
+                 n_views:int=2, # views per item
+                 raw_size:int|None=None, # also return the image resized to this side (None: an empty tensor)
+                ):
+        self.x = x.permute(0, 2, 3, 1).numpy()   # (N, H, W, C) uint8, like torchvision's CIFAR
+        self.transform, self.n_views, self.raw_size = transform, n_views, raw_size
+    def __len__(self): return len(self.x)
+    def __getitem__(self, i):
+        from PIL import Image
+        import torchvision.transforms.functional as TVF
+        a = self.x[i]
+        img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+        views = [self.transform(img) for _ in range(self.n_views)]
+        raw = TVF.to_tensor(TVF.resize(img, [self.raw_size] * 2)) if self.raw_size else torch.zeros(0)
+        return (*views, raw, i)
+
+# %%
+_ds = PILViews(_x, cc_pil_transform(AugmentConfig(size=24)), n_views=2, raw_size=24)
+_item = _ds[1]
+test_eq(len(_ds), 6); test_eq(len(_item), 4); test_eq(tuple(_item[0].shape), (3, 24, 24)); test_eq(_item[3], 1)
+assert not torch.equal(_item[0], _item[1]) and 0 <= _item[0].min() and _item[0].max() <= 1
+test_eq(PILViews(_x, cc_pil_transform(_still), n_views=1)[2][0], to_float(_x[2])); test_eq(_ds[0][2].shape, (3, 24, 24))
+test_eq(PILViews(_x[:, :1], T.ToTensor(), n_views=1)[0][0], to_float(_x[0, :1]))   # one-channel images
+
+# %% [markdown]
+# ## Speed
+# The per-image PIL pipeline against the batched module of `augment`, both on one CPU thread, on 512 CIFAR-sized
+# images (a single measurement; the benchmark appendix measures properly):
+
+# %%
 _cfg = AugmentConfig(size=32)
-_pil = T.Compose([T.RandomResizedCrop(32, scale=_cfg.crop_scale), T.RandomHorizontalFlip(),
-                  T.RandomApply([T.ColorJitter(*_cfg.jitter)], p=_cfg.jitter_p), T.RandomGrayscale(_cfg.gray_p), T.ToTensor()])
+_pil = cc_pil_transform(_cfg)
 _x = (torch.rand(512, 3, 32, 32) * 255).to(torch.uint8)
 _imgs = [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in _x]
 _aug = BatchAugment(_cfg, [0.5] * 3, [0.25] * 3)

@@ -16,16 +16,18 @@
 # %%
 #| hide
 from nbdev.showdoc import show_doc
-from fastcore.test import test_eq, test_close, test_fail
+from fastcore.test import test_eq, test_close, test_fail, test_is
 
 # %%
 #| export
 from __future__ import annotations
 import os, time, math, statistics, warnings
 from dataclasses import dataclass, asdict, replace
+from typing import Callable
 import numpy as np
 import torch
 from deepcluster_nb.augment import AugmentConfig, BatchAugment
+from deepcluster_nb.augment_kernels import cc_pil_transform, PILViews
 from deepcluster_nb.data import ImageData, ClusterData
 from deepcluster_nb.models import Batch, get_method, make_backbone
 from deepcluster_nb.train import Trainer, TrainConfig, seed_everything, resolve_config, make_optimizer
@@ -53,16 +55,26 @@ from deepcluster_nb.train import Trainer, TrainConfig, seed_everything, resolve_
 #   for the whole batch at once with per-image parameters (see `augment`), bf16 autocast, channels-last memory,
 #   a fused optimiser, and no host synchronisation inside an epoch.
 #
+# **One statistic for every loop.** A rate is the mean over the timed steps, warm-up excluded: the views of the
+# timed steps divided by their wall time, from the end of the last warm-up step to the end of the last timed step,
+# with the device synchronised at both boundaries. Stalls (a slow batch from the loader, the allocator growing, a
+# pause of the operating system) belong to the cost of training, and the mean counts them where a median of step
+# times would hide them. Every derived figure — pipeline efficiency, MFU, projected hours and the speed-up over the
+# reference — is computed from these means, for both loops alike. The median step rate of each loop is printed
+# beside its mean (`*_median`), to show how uneven its steps are, and enters no other figure. (Augmentation alone is
+# measured in whole passes, views over wall time, and both pipelines report the median of a few passes.)
+#
 # The benchmark reports, per method and configuration:
 #
 # | figure | meaning |
 # |---|---|
-# | `train_views_per_s` | our end-to-end training throughput: median over the timed steps, warm-up excluded |
-# | `model_views_per_s` | the same loop with the augmentation replaced by ready-made views: the model's own speed |
+# | `train_views_per_s` (`_median`) | our end-to-end training throughput (the median step rate beside it) |
+# | `model_views_per_s` (`_median`) | the same loop with the augmentation replaced by ready-made views: the model's own speed |
 # | `pipeline_efficiency` | `train_views_per_s / model_views_per_s`: the share of the model's speed the data path keeps |
-# | `mfu` | model FLOPs utilisation: counted training FLOPs per view × views/s ÷ the device's peak |
-# | `ref_views_per_s`, `speedup_vs_reference` | the reference loop, in the same process on the same machine, and our ratio to it |
-# | `projected_hours` | hours for the paper's number of epochs at `train_views_per_s` |
+# | `mfu` | model FLOPs utilisation: counted training FLOPs per view × `train_views_per_s` ÷ the device's peak |
+# | `ref_views_per_s` (`_median`), `speedup_vs_reference` | the reference loop, in the same process on the same machine, and `train_views_per_s / ref_views_per_s` |
+# | `projected_hours`, `ref_projected_hours` | hours for the paper's number of epochs at `train_views_per_s`, and at `ref_views_per_s` |
+# | `train_timed_s`, `model_timed_s`, `ref_timed_s` | the wall time each rate is measured over |
 # | `aug_views_per_s_batched`, `aug_views_per_s_pil`, `aug_ratio_vs_pil` | augmentation alone at 32 px: the batched module against the per-image PIL pipeline |
 #
 # The images are random uint8 tensors: no operation of either pipeline costs more or less on real pictures, and the
@@ -80,7 +92,9 @@ torch.set_num_threads(1)
 # `small` is sized to finish in seconds on a CPU, so the tests run it; `paper` is the papers' setting (the method's
 # defaults on CIFAR-10: for CC, ResNet-34 with the ImageNet stem, 32 px images cropped and resized to 224 px,
 # batch 256); `native` keeps CIFAR's 32 px and uses the small-image stem. Fields left at `"auto"` take the method's
-# defaults for `dataset`.
+# defaults for `dataset`. The trainer's speed options — bf16 autocast, channels-last memory, the fused optimiser —
+# are on with CUDA and off elsewhere unless a configuration sets them; setting them on the CPU lets a test run the
+# GPU's code paths.
 
 # %%
 #| export
@@ -92,6 +106,7 @@ class BenchConfig:
     stem: str = "auto"
     image_size: int | str = "auto"
     batch_size: int | str = "auto"
+    n_clusters: int | None = None   # clusters K (None: the data's 10 classes)
     source_px: int = 32             # side of the stored uint8 images (CIFAR's 32 px)
     n_paper_images: int = 60000     # images per epoch of the paper run (CIFAR-10 train + test) for `projected_hours`
     steps: int = 200                # timed steps of our pipeline (and of the model alone)
@@ -99,7 +114,11 @@ class BenchConfig:
     ref_steps: int = 50             # timed steps of the reference loop
     ref_warmup: int = 20            # untimed reference steps (worker start-up, the prefetched batches)
     aug_images: int = 4096          # images per augmentation-only measurement
+    aug_batch: int = 256            # images per call of the batched module in that measurement
     aug_reps: int = 3               # augmentation-only measurements (the median is reported)
+    amp: bool | None = None         # bf16 autocast (None: the trainer's choice, on with CUDA)
+    channels_last: bool | None = None  # channels-last model and views (None: the trainer's choice, on with CUDA)
+    fused: bool | None = None       # fused optimiser kernels (None: the trainer's choice, on with CUDA)
 
 BENCH_CONFIGS = {
     "small": BenchConfig(backbone="small_cnn", stem="small", image_size=16, batch_size=16, steps=8, warmup=2,
@@ -110,6 +129,38 @@ BENCH_CONFIGS = {
 
 # %%
 test_eq(BENCH_CONFIGS["paper"].image_size, "auto"); assert BENCH_CONFIGS["small"].steps < BENCH_CONFIGS["paper"].steps
+test_eq((BENCH_CONFIGS["paper"].amp, BENCH_CONFIGS["paper"].channels_last, BENCH_CONFIGS["paper"].fused), (None, None, None))
+
+# %% [markdown]
+# A paper-sized configuration takes minutes even on a GPU. `shrink` keeps everything that decides which code runs —
+# the method, backbone, stem, options, and whether the crop is resized up — and makes the images, the batch, the
+# number of clusters and the step counts tiny, so its code paths run on a CPU in seconds (bf16 convolutions are
+# slow on most CPUs, so a small batch counts). A fixed training side shrinks with the stored images
+# (`native`'s 32 px of 32 px becomes 8 px of 8 px, the smallest side the small stem takes); an `"auto"` side becomes
+# four times the stored one, so the crop is still resized up, as the paper's 32 px → 224 px is (8 px → 32 px, the
+# smallest side the ImageNet stem takes).
+
+# %%
+#| export
+def shrink(bench:BenchConfig, # the configuration to rehearse
+           source_px:int=8, # side of the stored images
+           batch_size:int=2, # images per step
+           n_clusters:int=2, # clusters K (CC's loss contrasts the K cluster columns of a batch: K ≤ batch_size)
+           steps:int=1, # timed steps of each loop (ours and the model alone without warm-up, the reference after one untimed step)
+          ) -> BenchConfig:
+    "`bench` with tiny images, batch and step counts, its backbone, stem and options kept: its code paths in seconds."
+    size = (max(8, bench.image_size * source_px // bench.source_px) if isinstance(bench.image_size, int)
+            else 4 * source_px)
+    return replace(bench, source_px=source_px, image_size=size, batch_size=batch_size, n_clusters=n_clusters,
+                   steps=steps, warmup=0, ref_steps=steps, ref_warmup=1, aug_images=4 * batch_size, aug_batch=batch_size,
+                   aug_reps=1)
+
+# %%
+_tiny = shrink(replace(BENCH_CONFIGS["paper"], amp=True))
+test_eq((_tiny.backbone, _tiny.stem, _tiny.image_size, _tiny.source_px, _tiny.batch_size, _tiny.n_clusters, _tiny.amp),
+        ("auto", "auto", 32, 8, 2, 2, True))
+test_eq((shrink(BENCH_CONFIGS["native"]).stem, shrink(BENCH_CONFIGS["native"]).image_size), ("small", 8))
+test_eq((_tiny.steps, _tiny.warmup, _tiny.ref_steps, _tiny.ref_warmup, _tiny.aug_images, _tiny.aug_batch), (1, 0, 1, 1, 8, 2))
 
 # %% [markdown]
 # ## Data and a trainer to time
@@ -138,9 +189,11 @@ def make_trainer(method:str, # a registered method
                  **overrides, # further TrainConfig fields (compile, data_on_device, hparams, amp, ...)
                 ) -> Trainer:
     "The Trainer of `method` for the configuration `bench`, on synthetic data, ready to step."
+    options = {k: v for k, v in dict(channels_last=bench.channels_last, fused=bench.fused).items() if v is not None}
+    params = dict(amp=bench.amp, **options); params.update(overrides)   # the trainer rejects an option it does not know
     cfg = TrainConfig.parse(method=method, dataset=bench.dataset, backbone=bench.backbone, stem=bench.stem,
-                            image_size=bench.image_size, batch_size=bench.batch_size, device=device, progress=False,
-                            eval_every=0, **overrides)
+                            image_size=bench.image_size, batch_size=bench.batch_size, n_clusters=bench.n_clusters,
+                            device=device, progress=False, eval_every=0, **params)
     if n_images is None:   # the resolved batch size, before building anything
         B = resolve_config(cfg, synthetic_data(8, bench.source_px))[0].batch_size
         n_images = B * (max(bench.steps + bench.warmup, bench.ref_steps + bench.ref_warmup) + 1)
@@ -150,73 +203,122 @@ def make_trainer(method:str, # a registered method
 _tr = make_trainer("cc", BENCH_CONFIGS["small"], device="cpu")
 test_eq((_tr.cfg.backbone, _tr.cfg.image_size, _tr.cfg.batch_size, _tr.device.type), ("small_cnn", 16, 16, "cpu"))
 assert _tr.steps_per_epoch >= BENCH_CONFIGS["small"].steps + BENCH_CONFIGS["small"].warmup
-test_eq(_tr.x.dtype, torch.uint8)
+test_eq(_tr.x.dtype, torch.uint8); test_eq(_tr.amp, False)
+test_eq(make_trainer("cc", replace(BENCH_CONFIGS["small"], amp=True), device="cpu", n_images=32).amp, True)
 
 # %% [markdown]
 # ## Timing steps
-# A `StepClock` timestamps the end of each step. It has the interface of a progress bar, so it can also be handed to
-# `trainer.train_epoch(bar=...)`, which reports each finished step with `bar.update(1)`. On a GPU the timestamps are
-# CUDA events recorded into the stream: the host does not wait, the loop runs exactly as in training, and the events
-# measure the GPU's timeline, which is what limits throughput. On the CPU they are wall-clock readings.
+# A `StepClock` measures one loop's timed steps. It starts at the end of the warm-up and stops after the last timed
+# step; at both boundaries it waits for the device to finish its queued work and reads the wall clock, so the total
+# is the wall time the timed steps took. In between it timestamps the end of each step, for the median: on a GPU
+# with CUDA events recorded into the stream (the host does not wait, and the loop runs exactly as in training), on
+# the CPU with the wall clock. It has the interface of a progress bar, so it can also be handed to
+# `trainer.train_epoch(bar=...)`, which reports each finished step with `bar.update(1)`. What it returns is a
+# `StepTimes`: the total and the step durations, and the two rates made from them.
+
+# %%
+#| export
+@dataclass
+class StepTimes:
+    "The timed steps of one loop: their wall time in all (device synchronised at both ends) and each step's duration."
+    total_s: float   # wall time from the end of the warm-up to the end of the last timed step
+    step_s: list     # duration of each timed step, in seconds
+
+    def rate(self, per_step:float) -> float:
+        "The headline rate: `per_step` × timed steps ÷ their total wall time (the mean over the timed steps)."
+        return per_step * len(self.step_s) / self.total_s
+
+    def median_rate(self, per_step:float) -> float:
+        "`per_step` ÷ the median step duration (printed beside the headline, used in no other figure)."
+        return per_step / statistics.median(self.step_s)
+
+# %% [markdown]
+# Nine steps of 10 ms and one stall of a second: the mean counts the stall, the median does not see it.
+
+# %%
+_st = StepTimes(total_s=1.09, step_s=[0.01] * 9 + [1.0])
+test_close(_st.rate(32), 32 * 10 / 1.09); test_close(_st.median_rate(32), 32 / 0.01)
+assert _st.rate(32) < _st.median_rate(32) / 10
 
 # %%
 #| export
 class StepClock:
-    "A stand-in progress bar that timestamps each `update()`: CUDA events on a GPU, wall clock on the CPU."
-    def __init__(self, device):
-        self.cuda = torch.device(device).type == "cuda"
-        self.marks = []
-        self.mark()
+    "A stand-in progress bar: wall time between device-synchronised start and stop, and a timestamp at each `update()`."
+    def __init__(self, device, # where the steps run: CUDA events on a GPU, the wall clock elsewhere
+                 now:Callable=time.perf_counter, # the wall clock (tests pass a fake one)
+                ):
+        self.cuda, self.now = torch.device(device).type == "cuda", now
+        self._sync(); self.t0 = now()
+        self.marks = [self._mark() if self.cuda else self.t0]
 
-    def _now(self):
-        if not self.cuda: return time.perf_counter()
+    def _sync(self):
+        if self.cuda: torch.cuda.synchronize()
+
+    def _mark(self):
+        if not self.cuda: return self.now()
         e = torch.cuda.Event(enable_timing=True); e.record(); return e
 
-    def mark(self): self.marks.append(self._now())
-    def update(self, n:int=1): self.mark()
+    def update(self, n:int=1): self.marks.append(self._mark())
     def set_postfix(self, *a, **k): pass
     def close(self): pass
 
-    def step_seconds(self) -> list:
-        "Durations between consecutive marks, in seconds."
-        if not self.cuda: return [b - a for a, b in zip(self.marks, self.marks[1:])]
-        torch.cuda.synchronize()
-        return [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:])]
+    def stop(self) -> StepTimes:
+        "Wait for the device; the wall time since the start and the durations between consecutive marks."
+        self._sync(); total = self.now() - self.t0
+        if self.cuda: steps = [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:])]
+        else: steps = [b - a for a, b in zip(self.marks, self.marks[1:])]
+        return StepTimes(total, steps)
+
+# %% [markdown]
+# A fake clock that jumps ahead when told shows what is measured: three steps, of 10 ms, 1 s and 10 ms.
 
 # %%
-_clock = StepClock("cpu")
-for _ in range(3): time.sleep(0.02); _clock.update(1)
-_d = _clock.step_seconds()
-test_eq(len(_d), 3); assert all(0.015 < d < 0.5 for d in _d), _d
+class _FakeClock:
+    "A wall clock that moves only when `advance` is called."
+    def __init__(self): self.t = 0.0
+    def __call__(self): return self.t
+    def advance(self, dt): self.t += dt
+
+_fake = _FakeClock(); _fake.advance(5.0)
+_clock = StepClock("cpu", now=_fake)
+for _dt in (0.01, 1.0, 0.01): _fake.advance(_dt); _clock.update(1)
+_times = _clock.stop()
+test_close(_times.total_s, 1.02); test_close(_times.step_s, [0.01, 1.0, 0.01])
+test_close(_times.rate(2), 6 / 1.02); test_close(_times.median_rate(2), 200)
 
 # %% [markdown]
 # `time_steps` runs what the trainer's epochs run — a permutation, its `batches` (slices of the images on the device,
 # or the host loader), and `train_step` (views, the method's loss, backward, optimiser step, the method's
-# `after_step`) for each training pass — for `warmup + steps` optimiser steps, and returns the durations of the timed
-# ones. It stops after exactly that many steps, wherever they fall in an epoch; epochs follow one another as in
-# training. A new run first gets the method's `on_train_start`, as `fit` gives it.
+# `after_step`) for each training pass — for `warmup + steps` optimiser steps, and times the last `steps` of them.
+# It stops after exactly that many steps, wherever they fall in an epoch; epochs follow one another as in training.
+# A new run first gets the method's `on_train_start`, as `fit` gives it.
 
 # %%
 #| export
 def time_steps(trainer:Trainer, # a trainer, e.g. from `make_trainer`
-               steps:int, # timed steps
+               steps:int, # timed steps (at least one)
                warmup:int, # untimed steps first (compilation, cuDNN autotuning, allocator growth)
-              ) -> list: # seconds per timed step
-    "Run the trainer's batches and training steps, epoch after epoch, and time each step after the warm-up."
+               now:Callable=time.perf_counter, # the wall clock (tests pass a fake one)
+              ) -> StepTimes:
+    "Run the trainer's batches and training steps, epoch after epoch, and time the steps after the warm-up."
+    if steps < 1: raise ValueError(f"steps must be at least 1, got {steps}")
     c, m = trainer.cfg, trainer.method
     if trainer.global_step == 0: seed_everything(c.seed, 10**6); m.on_train_start(trainer.x, trainer.aug, c.seed)
-    target, clock = trainer.global_step + warmup + steps, StepClock(trainer.device)
+    start, target = trainer.global_step + warmup, trainer.global_step + warmup + steps
+    clock = StepClock(trainer.device, now) if warmup == 0 else None
     m.train()
     while trainer.global_step < target:
         for head in m.train_heads:
             batches = trainer.batches(torch.randperm(len(trainer.x), device=trainer.x.device))
             for idx, xb in batches:
-                trainer.train_step(idx, xb, head); clock.update()
+                trainer.train_step(idx, xb, head)
+                if clock is not None: clock.update()
+                elif trainer.global_step == start: clock = StepClock(trainer.device, now)
                 if trainer.global_step >= target: break
             batches.close()
             if trainer.global_step >= target: break
         trainer.epoch += 1
-    return clock.step_seconds()[warmup:]
+    return clock.stop()
 
 def views_per_step(trainer:Trainer) -> int:
     "Augmented views one optimiser step processes."
@@ -224,8 +326,9 @@ def views_per_step(trainer:Trainer) -> int:
 
 # %%
 _sec = time_steps(_tr, steps=3, warmup=1)
-test_eq(len(_sec), 3); assert all(s > 0 for s in _sec)
+test_eq(len(_sec.step_s), 3); assert all(s > 0 for s in _sec.step_s) and _sec.total_s >= sum(_sec.step_s) * 0.999
 test_eq(views_per_step(_tr), 32)
+test_fail(lambda: time_steps(_tr, steps=0, warmup=1), contains="at least 1")
 
 # %% [markdown]
 # ## The model alone
@@ -245,25 +348,34 @@ class FixedViews(torch.nn.Module):
         v = self.views[self.calls % len(self.views)]; self.calls += 1; return v
     def eval_view(self, x): return self.raw
 
+def memory_format_of(module:torch.nn.Module) -> torch.memory_format:
+    "`torch.channels_last` if the module's convolution weights are stored channels-last, else `torch.contiguous_format`."
+    cl = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+             for p in module.parameters())
+    return torch.channels_last if cl else torch.contiguous_format
+
 def fixed_views_like(trainer:Trainer) -> FixedViews:
-    "Augment one real batch once and wrap the views in `FixedViews`."
+    "Augment one real batch once and wrap the views, in the model's memory format, in `FixedViews`."
     xb = trainer.x[:trainer.cfg.batch_size].to(trainer.device)
-    fmt = torch.channels_last if trainer.device.type == "cuda" else torch.contiguous_format
+    fmt = memory_format_of(trainer.method)
     views = [trainer.aug(xb).contiguous(memory_format=fmt) for _ in range(trainer.method.n_views)]
     return FixedViews(views, trainer.aug.eval_view(xb))
 
-def model_only_steps(trainer:Trainer, steps:int, warmup:int) -> list:
+def model_only_steps(trainer:Trainer, steps:int, warmup:int, now:Callable=time.perf_counter) -> StepTimes:
     "Like `time_steps`, with the augmentation replaced by fixed views."
     aug = trainer.aug
     trainer.aug = fixed_views_like(trainer)
-    try: return time_steps(trainer, steps, warmup)
+    try: return time_steps(trainer, steps, warmup, now)
     finally: trainer.aug = aug
 
 # %%
+test_is(memory_format_of(_tr.method), torch.contiguous_format); test_is(memory_format_of(torch.nn.Linear(2, 2)), torch.contiguous_format)
+_conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+test_is(memory_format_of(_conv), torch.channels_last)
 _fv = fixed_views_like(_tr)
 test_eq(len(_fv.views), 2); assert _fv(None) is _fv.views[0] and _fv(None) is _fv.views[1]
 _sec_m = model_only_steps(_tr, steps=2, warmup=1)
-test_eq(len(_sec_m), 2); assert isinstance(_tr.aug, BatchAugment)
+test_eq(len(_sec_m.step_s), 2); assert isinstance(_tr.aug, BatchAugment)
 
 # %% [markdown]
 # ## FLOPs and MFU
@@ -370,63 +482,34 @@ assert _peak > 1e8 and _src.startswith("measured")
 
 # %% [markdown]
 # ## The reference loop
-# `cc_pil_transform` is the official per-image recipe for an `AugmentConfig`, in torchvision's PIL transforms.
-# `PILViews` is the dataset of that loop: it stores the images as a NumPy array (as torchvision's CIFAR class does),
-# and each item builds a PIL image and draws its views.
+# The reference loop makes its views with the per-image PIL pipeline of the kernels appendix (`augment_kernels`):
+# `cc_pil_transform` is the official per-image recipe for an `AugmentConfig` in torchvision's PIL transforms, checked
+# there against the batched module, and `PILViews` is the loop's dataset (the images as a NumPy array, as
+# torchvision's CIFAR class keeps them; each item a PIL image and its views).
 
 # %%
-#| export
-def cc_pil_transform(cfg:AugmentConfig):
-    "The per-image PIL pipeline of a SimCLR-family recipe: crop, flip, jitter (p), grayscale (p), blur (p), ToTensor."
-    import torchvision.transforms as T
-    if cfg.kind != "simclr": raise ValueError(f"the PIL reference covers the SimCLR-family recipe, not {cfg.kind!r}")
-    tf = [T.RandomResizedCrop(cfg.size, scale=cfg.crop_scale)]
-    if cfg.hflip: tf.append(T.RandomHorizontalFlip())
-    tf += [T.RandomApply([T.ColorJitter(*cfg.jitter)], p=cfg.jitter_p), T.RandomGrayscale(cfg.gray_p)]
-    if cfg.blur_p > 0: tf.append(T.RandomApply([T.GaussianBlur(cfg.blur_kernel, cfg.blur_sigma)], p=cfg.blur_p))
-    return T.Compose(tf + [T.ToTensor()])
-
-class PILViews(torch.utils.data.Dataset):
-    "Images kept as a NumPy array; an item is `n_views` PIL-transformed views, the resized raw image if asked, and the index."
-    def __init__(self, x:torch.Tensor, transform, n_views:int=2, raw_size:int|None=None):
-        self.x = x.permute(0, 2, 3, 1).numpy()   # (N, H, W, C) uint8, like torchvision's CIFAR
-        self.transform, self.n_views, self.raw_size = transform, n_views, raw_size
-    def __len__(self): return len(self.x)
-    def __getitem__(self, i):
-        from PIL import Image
-        import torchvision.transforms.functional as TF
-        a = self.x[i]
-        img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
-        views = [self.transform(img) for _ in range(self.n_views)]
-        raw = TF.to_tensor(TF.resize(img, [self.raw_size] * 2)) if self.raw_size else torch.zeros(0)
-        return (*views, raw, i)
-
-# %%
-_cfg = AugmentConfig(size=24)
-_ds = PILViews(synthetic_data(4, 32).train.x, cc_pil_transform(_cfg), n_views=2, raw_size=24)
-_item = _ds[1]
-test_eq(len(_item), 4); test_eq(tuple(_item[0].shape), (3, 24, 24)); test_eq(_item[3], 1)
-assert not torch.equal(_item[0], _item[1]) and 0 <= _item[0].min() and _item[0].max() <= 1
-test_fail(lambda: cc_pil_transform(AugmentConfig(kind="digits")), contains="SimCLR-family")
+_ds = PILViews(synthetic_data(4, 32).train.x, cc_pil_transform(AugmentConfig(size=24)), n_views=2, raw_size=24)
+test_eq(len(_ds[1]), 4); test_eq(tuple(_ds[1][0].shape), (3, 24, 24))
 
 # %% [markdown]
 # The loop itself: a fresh copy of the trainer's method in FP32 and the default memory format, the same optimiser
 # and learning rate without fusing, a shuffling DataLoader with `workers` processes, blocking copies to the device,
 # one forward pass per view (CC's own `training_step` runs two unless `joint_forward` is set), and `loss.item()` after
 # each step, which makes the host wait for the GPU every step. FP32 means PyTorch's defaults, under which cuDNN may
-# run convolutions in TF32 on recent GPUs, as the official code would on such a GPU. Its throughput is the views of
-# the timed steps over their wall-clock time: when the loader is the bottleneck, batches can arrive several at once and
-# then none for a while, so the time per step is uneven and only the total is a fair measure. (Our loop's steps are
-# even; `run_benchmark` reports both their median, as `train_views_per_s`, and their mean.)
+# run convolutions in TF32 on recent GPUs, as the official code would on such a GPU. It is timed by the same
+# `StepClock` as our loop: each timed step from the end of the previous one, fetching its batch included, to the
+# end of its `.item()`. When the loader is the bottleneck, batches arrive several at once and then none for a while,
+# so the steps are uneven; the headline mean counts that, as it counts any stall of our loop.
 
 # %%
 #| export
-def reference_throughput(trainer:Trainer, # supplies the method, data, recipe and optimiser settings
-                         steps:int, # timed steps
-                         warmup:int, # untimed steps first (worker start-up and the batches they prefetch)
-                         workers:int, # DataLoader worker processes (0: transform in the main process)
-                        ) -> float: # views per second
-    "Train a copy of the trainer's method in the official loop's style and return its views/s."
+def reference_steps(trainer:Trainer, # supplies the method, data, recipe and optimiser settings
+                    steps:int, # timed steps
+                    warmup:int, # untimed steps first (worker start-up and the batches they prefetch)
+                    workers:int, # DataLoader worker processes (0: transform in the main process)
+                    now:Callable=time.perf_counter, # the wall clock (tests pass a fake one)
+                   ) -> StepTimes:
+    "Train a copy of the trainer's method in the official loop's style and time its steps after the warm-up."
     c, dev = trainer.cfg, trainer.device
     C = trainer.train_data.x.shape[1]
     method = get_method(c.method)(*make_backbone(c.backbone, C, c.stem == "small", c.image_size), c.n_clusters,
@@ -438,11 +521,10 @@ def reference_throughput(trainer:Trainer, # supplies the method, data, recipe an
     loader = torch.utils.data.DataLoader(ds, batch_size=c.batch_size, shuffle=True, drop_last=True, num_workers=workers)
     if len(loader) < steps + warmup: raise ValueError(f"{len(loader)} batches, fewer than warmup + steps = {warmup + steps}")
     method.train()
-    t0 = None
-    for s, batch in enumerate(loader):
-        if s == warmup: t0 = time.perf_counter()
-        if s == warmup + steps: break
-        *views, raw, idx = batch
+    batches, clock = iter(loader), None
+    for s in range(warmup + steps):
+        if s == warmup: clock = StepClock(dev, now)
+        *views, raw, idx = next(batches)
         views = [v.to(dev) for v in views]
         out = method.training_step(Batch(views, idx.to(dev), raw.to(dev) if method.needs_raw else None), method.train_heads[0])
         opt.zero_grad()
@@ -450,11 +532,13 @@ def reference_throughput(trainer:Trainer, # supplies the method, data, recipe an
         opt.step()
         method.after_step(s + 1)
         out["loss"].item()
-    return steps * c.batch_size * method.n_views / (time.perf_counter() - t0)
+        if clock is not None: clock.update()
+    return clock.stop()
 
 # %%
-_ref = reference_throughput(_tr, steps=2, warmup=1, workers=0)
-assert _ref > 0 and math.isfinite(_ref)
+_ref = reference_steps(_tr, steps=2, warmup=1, workers=0)
+test_eq(len(_ref.step_s), 2); assert _ref.rate(32) > 0 and math.isfinite(_ref.rate(32))
+test_fail(lambda: reference_steps(_tr, steps=10**4, warmup=1, workers=0), contains="fewer than warmup + steps")
 
 # %% [markdown]
 # ## Augmentation alone
@@ -570,30 +654,36 @@ def run_benchmark(method:str="cc", # a registered method
                   workers:int|None=None, # PIL worker processes (default: up to 8 on a GPU machine; on the CPU 0 with one thread, else one per thread)
                   reference:bool=True, # also time the reference loop
                   augment_only:bool=True, # also time augmentation alone
+                  tiny:bool=False, # `shrink` the configuration: its code paths at tiny sizes, in seconds
+                  now:Callable=time.perf_counter, # the wall clock of the step timings (tests pass a fake one)
                   **overrides, # TrainConfig fields for our pipeline (compile, data_on_device, hparams, ...)
                  ) -> dict:
     "Time our pipeline, the model alone, the reference loop and augmentation alone; return every figure."
     if threads is not None:
         saved = torch.get_num_threads(); torch.set_num_threads(threads)
-        try: return run_benchmark(method, device, config, steps, warmup, ref_steps, None, workers, reference, augment_only, **overrides)
+        try: return run_benchmark(method, device, config, steps, warmup, ref_steps, None, workers, reference, augment_only,
+                                  tiny, now, **overrides)
         finally: torch.set_num_threads(saved)
     bench = BENCH_CONFIGS[config] if isinstance(config, str) else config
+    if tiny: bench = shrink(bench)
     bench = replace(bench, **{k: v for k, v in dict(steps=steps, warmup=warmup, ref_steps=ref_steps).items() if v is not None})
     tr = make_trainer(method, bench, device, **overrides)
     dev = tr.device
     if workers is None:
         workers = min(8, len(os.sched_getaffinity(0))) if dev.type == "cuda" else (0 if torch.get_num_threads() == 1 else torch.get_num_threads())
-    res = {"device": _device_name(dev), "method": method, "config": config if isinstance(config, str) else "custom",
+    name = config if isinstance(config, str) else "custom"
+    res = {"device": _device_name(dev), "method": method, "config": f"{name} (tiny)" if tiny else name,
            "backbone": tr.cfg.backbone, "stem": tr.cfg.stem, "image_size": tr.cfg.image_size, "batch_size": tr.cfg.batch_size,
-           "amp": tr.amp, "compile": tr.cfg.compile, "data_on_device": tr.data_on_device}
+           "n_clusters": tr.cfg.n_clusters, "amp": tr.amp, "channels_last": memory_format_of(tr.method) == torch.channels_last,
+           "fused": bool(tr.opt.defaults.get("fused")), "compile": tr.cfg.compile, "data_on_device": tr.data_on_device}
     if augment_only:
         res.update(augment_throughput(replace(tr.aug_cfg, size=32) if tr.aug_cfg.kind == "simclr" else AugmentConfig(size=32),
-                                      dev, bench.aug_images, 256, workers, bench.aug_reps, 32))
+                                      dev, bench.aug_images, bench.aug_batch, workers, bench.aug_reps, 32))
     V = views_per_step(tr)
-    sec = time_steps(tr, bench.steps, bench.warmup)
-    res["train_views_per_s"] = V / statistics.median(sec)
-    res["train_views_per_s_mean"] = V * len(sec) / sum(sec)
-    res["model_views_per_s"] = V / statistics.median(model_only_steps(tr, bench.steps, bench.warmup))
+    ours, model = time_steps(tr, bench.steps, bench.warmup, now), model_only_steps(tr, bench.steps, bench.warmup, now)
+    res["train_views_per_s"], res["train_views_per_s_median"] = ours.rate(V), ours.median_rate(V)
+    res["model_views_per_s"], res["model_views_per_s_median"] = model.rate(V), model.median_rate(V)
+    res["train_timed_s"], res["model_timed_s"] = ours.total_s, model.total_s
     res["pipeline_efficiency"] = res["train_views_per_s"] / res["model_views_per_s"]
     res["train_gflops_per_view"] = train_flops_per_view(tr) / 1e9
     peak, source = peak_flops(dev, tr.amp)
@@ -607,7 +697,9 @@ def run_benchmark(method:str="cc", # a registered method
         del tr.opt
         if dev.type == "cuda": torch.cuda.empty_cache()
         res["ref_workers"] = workers
-        res["ref_views_per_s"] = reference_throughput(tr, bench.ref_steps, bench.ref_warmup, workers)
+        ref = reference_steps(tr, bench.ref_steps, bench.ref_warmup, workers, now)
+        res["ref_views_per_s"], res["ref_views_per_s_median"] = ref.rate(V), ref.median_rate(V)
+        res["ref_timed_s"] = ref.total_s
         res["speedup_vs_reference"] = res["train_views_per_s"] / res["ref_views_per_s"]
         res["ref_projected_hours"] = hours(res["ref_views_per_s"])
     return res
@@ -629,8 +721,12 @@ show_doc(run_benchmark)
 _res = run_benchmark("cc", "cpu", "small", steps=3, warmup=1, ref_steps=2, threads=1)
 print(format_results(_res))
 for _k in ("aug_views_per_s_batched", "aug_views_per_s_pil", "aug_ratio_vs_pil", "train_views_per_s", "model_views_per_s",
-           "pipeline_efficiency", "mfu", "ref_views_per_s", "speedup_vs_reference", "projected_hours"):
+           "pipeline_efficiency", "mfu", "ref_views_per_s", "speedup_vs_reference", "projected_hours",
+           "train_views_per_s_median", "model_views_per_s_median", "ref_views_per_s_median"):
     assert _res[_k] > 0 and math.isfinite(_res[_k]), _k
+test_close(_res["speedup_vs_reference"], _res["train_views_per_s"] / _res["ref_views_per_s"])
+test_close(_res["pipeline_efficiency"], _res["train_views_per_s"] / _res["model_views_per_s"])
+test_close(_res["train_views_per_s"], 3 * 32 / _res["train_timed_s"])
 test_eq(format_results({"a": 1.23456, "b": "x"}), "a: 1.235\nb: x")
 
 # %%

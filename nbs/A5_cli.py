@@ -25,7 +25,7 @@ import argparse, difflib, inspect, os, sys
 import torch.distributed as dist
 from deepcluster_nb.train import TrainConfig, Trainer, ConfigError, RunFolderExists, UnsafeCheckpoint, config_help, coerce_value
 from deepcluster_nb.report import RunMismatch
-from deepcluster_nb.data import build_imagenet_subset, IMAGENET_SUBSETS
+from deepcluster_nb.readers import build_imagenet_subset, IMAGENET_SUBSETS
 
 # %% [markdown]
 # A run can be started three ways, all with the same `TrainConfig` and the same `Trainer`: from Python

@@ -140,13 +140,17 @@ def test_seeded_generator_reproduces_views():
     assert not torch.equal(aug(x, torch.Generator().manual_seed(3)), aug(x, torch.Generator().manual_seed(4)))
 
 
+PIL_REFERENCE = {"cc_pil_transform", "PILViews"}   # the per-image yardstick in `augment_kernels`, not a kernel
+
+
 def test_augment_reexports_the_kernels():
     "The kernels live in `augment_kernels`; `augment` re-exports the very same objects, also through `import *`."
     import deepcluster_nb.augment as aug
     import deepcluster_nb.augment_kernels as kernels
-    for name in kernels.__all__ + ["_draw_device", "_axis_weights", "_gray", "_col"]:
+    names = [n for n in kernels.__all__ if n not in PIL_REFERENCE]
+    for name in names + ["_draw_device", "_axis_weights", "_gray", "_col"]:
         assert getattr(aug, name) is getattr(kernels, name), name
-    assert set(kernels.__all__) <= set(aug.__all__)
+    assert set(names) <= set(aug.__all__) and PIL_REFERENCE <= set(kernels.__all__)
     assert {"AugmentConfig", "cc_recipe", "BatchAugment", "replay_per_image"} <= set(aug.__all__)
 
 
@@ -182,3 +186,35 @@ def test_digits_views_vary_the_stroke_width():
     torch.testing.assert_close(random_thickness(x, 0.), x)
     y = random_elastic(x.expand(4, 1, 16, 16), 0.08, generator=torch.Generator().manual_seed(1))
     assert y.shape == (4, 1, 16, 16) and not torch.allclose(y[0], y[1]) and (y.sum((1, 2, 3)) > 0.5 * x.sum()).all()
+
+
+def test_pil_reference_agrees_with_the_module_where_the_draws_do_not_matter():
+    "The per-image PIL pipeline (the benchmark's reference loop uses it) against the batched module: nothing random, grey only, flip only."
+    from dataclasses import replace
+    from PIL import Image
+    from deepcluster_nb.augment_kernels import cc_pil_transform
+    x = (images(8, 32, 32, seed=14) * 255).to(torch.uint8)
+    imgs = [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in x]
+    pil = lambda cfg: torch.stack([cc_pil_transform(cfg)(im) for im in imgs])
+    ours = lambda cfg: BatchAugment(cfg, [0.] * 3, [1.] * 3)(x)
+    still = AugmentConfig(size=32, crop_scale=(1., 1.), hflip=False, jitter_p=0., gray_p=0.)
+    assert torch.equal(pil(still), to_float(x)) and torch.equal(ours(still), to_float(x))
+    grey = replace(still, gray_p=1.)
+    torch.testing.assert_close(pil(grey), ours(grey), atol=0.6 / 255, rtol=0)   # PIL rounds the grey level to an integer
+    torch.manual_seed(0)
+    flips = torch.stack([cc_pil_transform(replace(still, hflip=True))(imgs[0]) for _ in range(32)])
+    same, mirrored = (flips == to_float(x[0])).flatten(1).all(1), (flips == to_float(x[0]).flip(-1)).flatten(1).all(1)
+    assert (same | mirrored).all() and 0 < same.sum() < 32
+
+
+def test_pil_reference_and_module_turn_the_same_share_of_views_grey():
+    "The full default recipe: both pipelines make about gray_p = 0.2 of the views grey (three equal channels)."
+    from PIL import Image
+    from deepcluster_nb.augment_kernels import cc_pil_transform
+    cfg, n = AugmentConfig(size=32), 400
+    x = (images(n, 32, 32, seed=15) * 255).to(torch.uint8)
+    is_grey = lambda v: ((v[:, 0] == v[:, 1]) & (v[:, 1] == v[:, 2])).flatten(1).all(1).float().mean().item()
+    torch.manual_seed(1)
+    pil = torch.stack([cc_pil_transform(cfg)(Image.fromarray(a.permute(1, 2, 0).numpy())) for a in x])
+    ours = BatchAugment(cfg, [0.] * 3, [1.] * 3)(x, torch.Generator().manual_seed(2))
+    for share in (is_grey(pil), is_grey(ours)): assert 0.12 < share < 0.28, share

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 from test_data import write_cifar10, write_cifar100, write_stl10, write_folder_tree, write_tiny_imagenet
-from deepcluster_nb.data import IMAGENET10_WNIDS, IMAGENET_DOGS_WNIDS, load_dataset
+from deepcluster_nb.data import load_dataset
+from deepcluster_nb.readers import IMAGENET10_WNIDS, IMAGENET_DOGS_WNIDS
 from deepcluster_nb.models import available_methods, get_method
 from deepcluster_nb.train import Trainer, TrainConfig, dataset_key
 

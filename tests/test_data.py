@@ -1,16 +1,19 @@
 """The data layer on miniature copies of every benchmark, written here in each benchmark's real on-disk format (CIFAR's
 pickled batches, STL-10's binaries, MNIST's IDX files, USPS's LIBSVM text, ImageFolder trees named by the real
 WordNet ids, Tiny-ImageNet's layout), loaded through `load_dataset(name, root, download=False)`; plus one test per
-bad input and per missing benchmark (a one-line message, nothing chained)."""
-import bz2, gzip, io, pickle, struct, tarfile
+bad input and per missing benchmark (a one-line message, nothing chained), and the real `.npz` copies of the data root
+when it has them (skipped otherwise)."""
+import bz2, gzip, io, pickle, struct, tarfile, tracemalloc
 from pathlib import Path
 from urllib.error import URLError
 import numpy as np
 import pytest
 from PIL import Image
+from conftest import shared_npz
 import deepcluster_nb.data as D
-from deepcluster_nb.data import (load_dataset, load_npz, load_image_folder, build_imagenet_subset, DatasetNotFound,
-                                 BadDataset, IMAGENET10_WNIDS, IMAGENET_DOGS_WNIDS, CIFAR100_SUPERCLASSES)
+from deepcluster_nb.data import load_dataset, load_npz, load_image_folder, DatasetNotFound, BadDataset
+from deepcluster_nb.readers import (build_imagenet_subset, IMAGENET10_WNIDS, IMAGENET_DOGS_WNIDS, CIFAR100_SUPERCLASSES,
+                                    STL10_CLASSES)
 
 # Facts from the CIFAR-100 documentation, written out here independently of CIFAR100_COARSE:
 # fine label (alphabetical) -> coarse label (alphabetical superclass)
@@ -82,7 +85,7 @@ def write_stl10(root, n_train=3, n_test=2, n_unlabeled=4):
         if split != "unlabeled":
             labels[split] = [(i % 10) + 1 for i in range(n)]
             (d / f"{split}_y.bin").write_bytes(bytes(labels[split]))
-    (d / "class_names.txt").write_text("\n".join(D.STL10_CLASSES) + "\n")
+    (d / "class_names.txt").write_text("\n".join(STL10_CLASSES) + "\n")
     return labels
 
 def idx_bytes(a):
@@ -464,3 +467,114 @@ def test_usps_garbage_and_corrupt_archive(tmp_path):
     (tmp_path / "cifar-100-python.tar.gz").write_bytes(b"\x1f\x8b truncated download")
     with pytest.raises(BadDataset) as e: load_dataset("cifar100", tmp_path, download=False)
     raised(e, "cifar-100-python.tar.gz cannot be extracted", "download it again")
+
+# ---------------------------------------------------------------- every bad value refused before work starts
+def test_npz_reads_only_the_members_it_uses(tmp_path, monkeypatch):
+    "An .npz's other members stay compressed: neither a 64 MiB block nor an object array (which np.load refuses) is read."
+    p = tmp_path / "extra.npz"
+    np.savez_compressed(p, x=np.zeros((4, 8, 8), np.uint8), y=np.arange(4) % 2, features=np.zeros(2**26, np.uint8),
+                        meta=np.array([{"note": "pickled"}], dtype=object))
+    assert p.stat().st_size < 2**20
+    read, getitem = [], np.lib.npyio.NpzFile.__getitem__
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, k: read.append(k) or getitem(self, k))
+    tracemalloc.start()
+    try: d = load_dataset(str(p), protocol="train-test")
+    finally: peak = tracemalloc.get_traced_memory()[1]; tracemalloc.stop()
+    assert len(d.train) == 4 and set(read) <= {"x", "y", "classes", "split"}, read
+    assert peak < 2**24, f"peak {peak:,} bytes: the 64 MiB member was decompressed"
+
+def test_npz_labels_are_checked_before_anything_is_built_from_them(tmp_path):
+    x2 = np.zeros((2, 8, 8), np.uint8)
+    for arrays, needle in [(dict(y=np.array([0, 10**9])), "y has labels up to 1,000,000,000 but x holds only 2 images"),
+                           (dict(y=np.array([0, 1]), classes=np.array(list("abcde"))), "classes names 5 classes but x holds only 2 images"),
+                           (dict(y=np.array([0, -3])), "labels in y must be ≥ 0 (or -1 for unknown), found -3"),
+                           (dict(y=np.array([0.0, 1.0])), "y must be a 1-D integer array, got float64"),
+                           (dict(y=np.array([-1, -1])), "every label in y is -1 (unknown); save the class names"),
+                           (dict(y=np.array([0, 1]), classes=np.array([["a", "b"]])), "classes must be a 1-D array of names")]:
+        p = npz_fault(tmp_path, x=x2, **arrays)
+        tracemalloc.start()
+        try:
+            with pytest.raises(BadDataset) as e: load_dataset(str(p))
+        finally: peak = tracemalloc.get_traced_memory()[1]; tracemalloc.stop()
+        raised(e, str(p), needle)
+        assert peak < 2**20, (needle, peak)                        # refused at once: no 10**9 class names were made
+    np.savez(tmp_path / "named.npz", x=x2, y=np.array([-1, -1]), classes=np.array(["a", "b"]))
+    assert load_dataset(str(tmp_path / "named.npz")).n_clusters == 2       # unlabelled, but K is known
+
+def test_unknown_labels_train_and_score(tmp_path):
+    "Labels of -1 are trained on and left out of ACC/NMI/ARI and the confusion matrix (figures included)."
+    import json
+    from deepcluster_nb.metrics import clustering_scores, matched_confusion
+    from deepcluster_nb.train import Trainer, TrainConfig
+    digits = D.load_digits_data()
+    y = digits.y[:256].copy(); y[::3] = -1
+    np.savez(tmp_path / "partly.npz", x=digits.x[:256, 0].numpy(), y=y)
+    out = tmp_path / "run"
+    tr = Trainer(TrainConfig(dataset=str(tmp_path / "partly.npz"), n_clusters=10, out_dir=str(out), max_steps=2,
+                             batch_size=64, eval_every=0, progress=False))
+    tr.fit()
+    m = json.loads((out / "metrics.json").read_text())
+    pred, known = tr.predictions["probs"].argmax(1), y >= 0
+    assert m["acc"] == pytest.approx(clustering_scores(y[known], pred[known])["acc"]) and -1 <= m["ari"] <= 1
+    assert sum(m["cluster_sizes"]) == 256 and (out / "confusion.png").stat().st_size > 0
+    cm = matched_confusion(y, pred, 10)
+    assert cm.shape == (10, 10) and cm.sum() == known.sum() and np.trace(cm) == round(m["acc"] * known.sum())
+
+def test_non_square_npz_images_are_refused(tmp_path):
+    for x in (np.zeros((4, 8, 16), np.uint8), np.zeros((4, 8, 16, 3), np.uint8)):
+        p = npz_fault(tmp_path, x=x, y=np.arange(4) % 2)
+        with pytest.raises(BadDataset) as e: load_dataset(str(p))
+        raised(e, str(p), "x holds 8×16 images (height × width)", "crop or pad them to squares")
+
+def test_npy_file_gets_its_own_hint(tmp_path):
+    p = tmp_path / "images.npy"; np.save(p, np.zeros((4, 8, 8), np.uint8))
+    with pytest.raises(BadDataset) as e: load_dataset(str(p))
+    raised(e, f"{p} is a .npy file, which holds one array", f"np.savez('{tmp_path / 'images.npz'}', x=images, y=labels)")
+    with pytest.raises(DatasetNotFound) as e: load_dataset(str(tmp_path / "absent.npy"))
+    raised(e, "absent.npy is a .npy file")
+
+def test_mistyped_data_root_is_neither_created_nor_downloaded_into(tmp_path, monkeypatch):
+    from deepcluster_nb.train import Trainer, TrainConfig
+    monkeypatch.chdir(tmp_path); monkeypatch.delenv("DEEPCLUSTER_DATA", raising=False)
+    calls = []
+    monkeypatch.setattr(D, "_download", lambda name, root: calls.append(name))
+    with pytest.raises(DatasetNotFound) as e: load_dataset("usps", "no_such_folder")
+    raised(e, f"The data root {tmp_path / 'no_such_folder'} (from data_root=...) does not exist; nothing was created or downloaded",
+           f"usps.bz2 and usps.t.bz2 (USPS in LIBSVM format) in {tmp_path / 'no_such_folder'}/", f"{tmp_path / 'no_such_folder'}/usps.npz")
+    with pytest.raises(DatasetNotFound) as e: Trainer(TrainConfig(dataset="usps", data_root="no_such_folder", out_dir=str(tmp_path / "run")))
+    raised(e, "no_such_folder (from data_root=...) does not exist")
+    with pytest.raises(DatasetNotFound) as e: load_dataset("mnist_test", "no_such_folder")
+    raised(e, "does not exist", f"mnist_test.npz (arrays x: uint8 images NHWC or NHW, y: integer labels) in {tmp_path / 'no_such_folder'}/")
+    monkeypatch.setenv("DEEPCLUSTER_DATA", str(tmp_path / "typo"))
+    with pytest.raises(DatasetNotFound) as e: load_dataset("cifar10")
+    raised(e, f"The data root {tmp_path / 'typo'} (from $DEEPCLUSTER_DATA) does not exist", "cifar-10-python.tar.gz")
+    assert calls == [] and not (tmp_path / "no_such_folder").exists() and not (tmp_path / "typo").exists()
+    assert not (tmp_path / "run").exists()
+
+@pytest.mark.parametrize("name,needles", [
+    ("mnist_test", ["Dataset 'mnist_test' (the test split of mnist) is not in", "put mnist_test.npz (arrays x: uint8 images NHWC or NHW, y: integer labels)"]),
+    ("cifar10_test", ["the test split of cifar10", "cifar10_test.npz"]),
+    ("usps_train", ["the train split of usps", "usps_train.npz"]),
+    ("my_scans", ["Unknown dataset 'my_scans'. Valid names: digits", "my_scans.npz is not there"]),
+    ("cifar11", ["Unknown dataset 'cifar11'", "did you mean 'cifar10'?"]),
+])
+def test_missing_npz_names_raise_dataset_not_found(tmp_path, name, needles):
+    "A name that could be <data root>/NAME.npz is a DatasetNotFound (chapters catch it) naming the file to put there."
+    with pytest.raises(DatasetNotFound) as e: load_dataset(name, tmp_path)
+    raised(e, *needles, str(tmp_path))
+
+# ---------------------------------------------------------------- the real copies in the data root (skipped without them)
+def test_real_mnist_test_copy():
+    p = shared_npz("mnist_test.npz")
+    d = load_dataset("mnist_test", p.parent)
+    assert (tuple(d.train.x.shape), d.n_clusters, d.train.y[:10].tolist()) == ((10000, 1, 28, 28), 10, [7, 2, 1, 0, 4, 1, 4, 9, 5, 9])
+
+def test_real_usps_copy_keeps_its_splits():
+    p = shared_npz("usps.npz")
+    d = load_dataset("usps", p.parent, protocol="train-test", download=False)
+    assert (len(d.train), len(d.eval), d.name, tuple(d.image_shape)) == (7291, 2007, "usps", (1, 16, 16))
+
+def test_real_cifar10_test_copy():
+    p = shared_npz("cifar10_test.npz")
+    d = load_dataset(str(p))
+    assert (tuple(d.train.x.shape), d.n_clusters) == ((10000, 3, 32, 32), 10) and np.bincount(d.train.y).tolist() == [1000] * 10
