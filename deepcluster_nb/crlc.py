@@ -64,6 +64,7 @@ def probability_contrastive_loss(q_a:torch.Tensor, # (..., B, C) assignment prob
     return l.view(*lead, 2 * B).mean(-1)
 
 # %% ../nbs/09_crlc.ipynb #5748b801
+@float32_loss
 def pc_logit_grad(q_tilde:torch.Tensor, # (..., C) the query q̃ = softmax(ũ)
                   q:torch.Tensor, # (..., M, C) the candidates, the positive q_1 first
                  ) -> torch.Tensor: # (..., C) ∂L_PC/∂ũ
@@ -71,6 +72,7 @@ def pc_logit_grad(q_tilde:torch.Tensor, # (..., C) the query q̃ = softmax(ũ)
     t = q_tilde.unsqueeze(-2) * q                                      # t[i, c] = q̃_c q_{i,c}
     return t.sum(-2) / t.sum((-2, -1)).unsqueeze(-1) - t[..., 0, :] / t[..., 0, :].sum(-1, keepdim=True)
 
+@float32_loss
 def critic_logit_grad(q:torch.Tensor, # (..., C) the query q = softmax(u)
                       p:torch.Tensor, # (..., C) the fixed other vector
                      ) -> torch.Tensor: # (..., C) ∂ log(qᵀp) / ∂u

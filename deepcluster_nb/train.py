@@ -14,15 +14,18 @@ from .data import load_dataset, data_root, ClusterData, ImageData, DATASETS
 from .augment import BatchAugment, AugmentConfig, cc_recipe
 from .models import make_backbone, get_method, Batch, BACKBONES, RESNETS
 from .metrics import score_assignments, matched_confusion
+from .runs import (RunFolderError, RunFolderExists, check_run_folder, claim_run_folder, update_marker,
+                                 inspect_folder, read_marker, RUN_MARKER)
+from .memory import training_step_memory, available_memory, memory_refusal
 
 # %% auto #0
-__all__ = ['GLOBAL_DEFAULTS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'evaluate_clustering', 'RUN_FILES', 'RESUME_SAFE',
+__all__ = ['GLOBAL_DEFAULTS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'OUT_DIR_KEYS', 'evaluate_clustering', 'RESUME_SAFE',
            'TrainConfig', 'ConfigError', 'coerce_value', 'config_help', 'parameters_cell', 'config_from_namespace',
-           'dataset_key', 'resolve_config', 'seed_everything', 'Trainer', 'pick_device', 'channel_stats',
-           'activation_count', 'available_memory', 'check_memory', 'compile_module', 'make_optimizer', 'lr_at',
+           'dataset_key', 'run_folder_path', 'check_hparams', 'check_config', 'resolve_config', 'seed_everything',
+           'Trainer', 'pick_device', 'channel_stats', 'check_memory', 'compile_module', 'make_optimizer', 'lr_at',
            'NonFiniteLoss', 'predict', 'write_json', 'atomic_save', 'save_checkpoint', 'UnsafeCheckpoint',
-           'load_checkpoint', 'RunFolderExists', 'config_changes', 'clear_run_folder', 'loss_alarm', 'Collapsed',
-           'use_data_on_device', 'host_batches', 'plot_history', 'plot_confusion', 'write_history']
+           'load_checkpoint', 'config_changes', 'loss_alarm', 'Collapsed', 'use_data_on_device', 'host_batches',
+           'plot_history', 'plot_confusion', 'write_history']
 
 # %% ../nbs/07_train.ipynb #9901cff7
 @dataclass
@@ -51,7 +54,7 @@ class TrainConfig:
     fused: bool | None = None  # fused optimiser kernels (None: on for cuda; Adam and SGD have them on the CPU too)
     compile: bool = False  # torch.compile the backbone (falls back to eager, with a warning, if compiling fails)
     data_on_device: bool | None = None  # keep the uint8 training set on the device (None: if it fits)
-    threads: int = 0  # PyTorch CPU threads (0: PyTorch's default)
+    threads: int = 0  # PyTorch CPU threads (0: one thread for the small CNN on the CPU, which never stalls on a busy machine; else PyTorch's default)
     out_dir: str = "runs/{method}_{dataset}_s{seed}"  # run folder for config, history, checkpoint, metrics and figures
     resume: bool = False  # continue the run in out_dir from its checkpoint
     overwrite: bool = False  # replace a run already in out_dir (otherwise the trainer refuses to touch it)
@@ -61,7 +64,7 @@ class TrainConfig:
     max_minutes: float = 0  # stop after this many minutes of training (0: no limit); the run then ends as if finished
     subset: int = 0  # train on a random subset of this many images (0: all)
     unlabeled: bool | None = None  # also train on the dataset's unlabelled images (STL-10's 100,000) where the method's paper does
-    progress: bool = True  # show a progress bar
+    progress: bool = True  # show a progress bar (off: one line per epoch)
     hparams: dict = field(default_factory=dict)  # method hyperparameters, e.g. {"tau_i": 0.5}
 
 # %% ../nbs/07_train.ipynb #69dfed54
@@ -100,8 +103,10 @@ def coerce_value(name:str, value, anno:str):
         if "str" in kinds and isinstance(value, str): return value.strip()
         raise ConfigError(f"{name} must be an integer{' or a word such as native' if 'str' in kinds else ''}, got {value!r}")
     if "float" in kinds:
-        try: return float(value)
+        try: v = float(value)
         except (TypeError, ValueError): raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        if not math.isfinite(v): raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        return v
     return str(value)
 
 @patch(cls_method=True)
@@ -172,34 +177,87 @@ def _check_ranges(c:TrainConfig):
         if k.split("_")[0] in ("tau", "temperature", "lam") and isinstance(v, (int, float)) and v <= 0:
             raise ConfigError(f"hparams.{k} is a temperature and must be positive, got {v!r}")
 
+OUT_DIR_KEYS = ("method", "dataset", "seed")
+
+def run_folder_path(c:TrainConfig) -> Path:
+    "The run folder of `c`: `out_dir` with {method}, {dataset} and {seed} filled in."
+    if not str(c.out_dir).strip(): raise ConfigError("out_dir must name a folder for the run, got ''; for example "
+                                                     "out_dir='runs/{method}_{dataset}_s{seed}'")
+    try: return Path(str(c.out_dir).format(method=c.method, dataset=Path(str(c.dataset)).stem, seed=c.seed))
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"out_dir {c.out_dir!r} is not a valid template ({type(e).__name__}: {e}): it may use "
+                          + ", ".join("{" + k + "}" for k in OUT_DIR_KEYS) + ", e.g. 'runs/{method}_{dataset}_s{seed}'") from None
+
+def check_hparams(cls, # the method class
+                  hparams:dict, # name -> value, as given
+                 ) -> dict: # the values converted to the declared types
+    "Check a method's hyperparameters against the types its constructor declares (and their ranges) before anything is built."
+    import inspect
+    sig, valid = inspect.signature(cls.__init__).parameters, cls.hyperparameters()
+    bad = [k for k in hparams if k not in valid]
+    if bad: raise ConfigError(f"Unknown hyperparameter(s) {bad} for method {cls.name!r}. Valid: {', '.join(valid)}")
+    out = {}
+    for k, v in hparams.items():
+        anno = sig[k].annotation
+        anno = anno if isinstance(anno, str) else getattr(anno, "__name__", str(anno))
+        kinds = [t.strip() for t in anno.split("|")]
+        ok = ((isinstance(v, bool) and "bool" in kinds) or (isinstance(v, int) and not isinstance(v, bool) and ("int" in kinds or "float" in kinds))
+              or (isinstance(v, float) and "float" in kinds) or (isinstance(v, str) and "str" in kinds)
+              or (isinstance(v, (list, tuple)) and "tuple" in kinds))
+        if not ok and isinstance(v, str) and kinds[0] in ("int", "float", "bool"):
+            v = coerce_value(f"hparams.{k}", v, kinds[0]); ok = True          # "0.5" from a command line
+        if not ok:
+            raise ConfigError(f"hparams.{k} must be {' or '.join(kinds)}, got {v!r} ({type(v).__name__}); "
+                              f"the default is {valid[k]!r}")
+        if isinstance(v, float) and not math.isfinite(v): raise ConfigError(f"hparams.{k} must be a finite number, got {v!r}")
+        for name, (lo, hi) in getattr(cls, "hparam_ranges", {}).items():
+            if name == k and isinstance(v, (int, float)) and not (lo <= v <= hi):
+                raise ConfigError(f"hparams.{k} must be in [{lo}, {hi}], got {v!r}")
+        if isinstance(v, int) and not isinstance(v, bool) and "int" in kinds and v < 0:
+            raise ConfigError(f"hparams.{k} is a count and must be 0 or more, got {v!r}")
+        if k.split("_")[0] in ("tau", "temperature", "lam") and isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
+            raise ConfigError(f"hparams.{k} is a temperature and must be positive, got {v!r}")
+        out[k] = v
+    return out
+
+def check_config(cfg:TrainConfig) -> TrainConfig:
+    "The checks that need neither data nor the settings table: seed, threads, device, out_dir, hyperparameters."
+    if cfg.seed < 0: raise ConfigError(f"seed must be 0 or more, got {cfg.seed!r}")
+    if cfg.threads < 0: raise ConfigError(f"threads must be 0 (automatic) or a positive number of CPU threads, got {cfg.threads!r}")
+    cls = get_method(cfg.method)
+    pick_device(cfg.device)
+    run_folder_path(cfg)
+    return replace(cfg, hparams=check_hparams(cls, dict(cfg.hparams or {})))
+
 def resolve_config(cfg:TrainConfig, data:ClusterData) -> tuple[TrainConfig, AugmentConfig]:
     "Fill the None fields of `cfg` from the method's settings for `data`; validate; return it with the augmentation."
     cls = get_method(cfg.method)
     key = dataset_key(cfg.dataset)
     ms = cls.settings.resolve(key)
-    c = replace(cfg, hparams=dict(cfg.hparams or {}))
+    c = replace(cfg, hparams=check_hparams(cls, dict(cfg.hparams or {})))
     for f, v in GLOBAL_DEFAULTS.items():
         if getattr(c, f) is None: setattr(c, f, ms.get(f, v))
-    if c.image_size == "native": c.image_size = int(data.train.x.shape[-1])
-    if c.n_clusters is None: c.n_clusters = int(data.n_clusters)
+    if data is None:                 # the checks before the data is read: what does not depend on it
+        if c.image_size == "native": c.image_size = None
+    elif c.image_size == "native": c.image_size = int(data.train.x.shape[-1])
+    if c.n_clusters is None and data is not None: c.n_clusters = int(data.n_clusters)
     c.hparams = {**ms.get("hparams", {}), **c.hparams}
     base = c.backbone[6:] if c.backbone.startswith("sobel_") else c.backbone
     if base not in BACKBONES: raise ConfigError(f"Unknown backbone {c.backbone!r}. Valid: {', '.join(BACKBONES)} (optionally 'sobel_' + name)")
     for f, valid in (("stem", ("imagenet", "small")), ("optimizer", ("adam", "sgd")), ("schedule", ("constant", "cosine")),
                      ("protocol", ("paper", "train-test"))):
         if getattr(c, f) not in valid: raise ConfigError(f"{f} must be one of {', '.join(map(repr, valid))}, got {getattr(c, f)!r}")
-    if not isinstance(c.image_size, int): raise ConfigError(f"image_size must be a number of pixels or 'native', got {c.image_size!r}")
+    if c.image_size is not None and not isinstance(c.image_size, int):
+        raise ConfigError(f"image_size must be a number of pixels or 'native', got {c.image_size!r}")
     lo = MIN_IMAGE_SIZE["small_cnn" if base == "small_cnn" else c.stem]
-    if not lo <= c.image_size <= MAX_IMAGE_SIZE:
+    if c.image_size is not None and not lo <= c.image_size <= MAX_IMAGE_SIZE:
         raise ConfigError(f"image_size {c.image_size} is outside what {c.backbone}" + ("" if base == "small_cnn" else f" with the {c.stem} stem")
                           + f" can train on: {lo} to {MAX_IMAGE_SIZE} pixels")
+    if data is None: _check_ranges(replace(c, n_clusters=c.n_clusters or 2)); return c, None
     _check_ranges(c)
     if cls.column_contrast and c.batch_size < c.n_clusters:
         raise ConfigError(f"batch_size ({c.batch_size}) must be at least n_clusters ({c.n_clusters}): {c.method}'s loss contrasts "
                           f"the K columns of a batch's soft-label matrix")
-    valid = cls.hyperparameters()
-    bad = [k for k in c.hparams if k not in valid]
-    if bad: raise ConfigError(f"Unknown hyperparameter(s) {bad} for method {c.method!r}. Valid: {', '.join(valid)}")
     aug = ms.get("augment", cc_recipe)
     aug = aug(key, c.image_size) if callable(aug) else replace(aug, size=c.image_size)
     return c, aug
@@ -214,6 +272,7 @@ def seed_everything(seed:int, *salt:int):
 # %% ../nbs/07_train.ipynb #b4dd5542
 class Trainer:
     "Train any registered method on any dataset: `Trainer(TrainConfig(...)).fit()` returns the final metrics."
+    checks_run_folder = True   # False for a trainer that only evaluates a run (the report's)
     def __init__(self, cfg:TrainConfig, data:ClusterData|None=None):
         self.setup_config(cfg, data)
         self.setup_data()
@@ -227,17 +286,23 @@ def pick_device(name:str) -> torch.device:
     if name == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but no CUDA device is available (use device='cpu' or 'auto')")
-    try: return torch.device(name)
-    except RuntimeError: raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    try: d = torch.device(name)
+    except RuntimeError: d = None
+    if d is None or d.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    return d
 
 @patch
 def setup_config(self:Trainer, cfg:TrainConfig, data:ClusterData|None=None):
     "Parse and resolve the configuration against the method's settings table and the data; pick the device."
-    cfg = TrainConfig.parse(cfg)
+    cfg = check_config(TrainConfig.parse(cfg))   # every value that needs neither the data nor a file, first
     self.given = cfg                             # what the user set, before the table filled in the rest
-    get_method(cfg.method)                       # an unknown method fails before any data is loaded
     self.device = pick_device(cfg.device)
-    if cfg.threads: torch.set_num_threads(cfg.threads)
+    pre, _ = resolve_config(cfg, None)           # the table's values checked too, before any data is read
+    self.out_dir = run_folder_path(cfg)
+    self.folder_mode = check_run_folder(self.out_dir, cfg.resume, cfg.overwrite) if self.checks_run_folder else None
+    threads = cfg.threads or (1 if self.device.type == "cpu" and pre.backbone == "small_cnn" else 0)
+    if threads: torch.set_num_threads(threads)
     table = get_method(cfg.method).settings.resolve(dataset_key(cfg.dataset))
     protocol = cfg.protocol or table.get("protocol", "paper")
     unlabeled = table.get("unlabeled", False) if cfg.unlabeled is None else cfg.unlabeled
@@ -250,7 +315,6 @@ def setup_config(self:Trainer, cfg:TrainConfig, data:ClusterData|None=None):
     c = self.cfg
     self.amp = (self.device.type == "cuda") if c.amp is None else c.amp
     self.channels_last = (self.device.type == "cuda") if c.channels_last is None else c.channels_last
-    self.out_dir = Path(c.out_dir.format(method=c.method, dataset=Path(str(c.dataset)).stem, seed=c.seed))
     self.is_main, self.world_size = True, 1     # one process; the data-parallel trainer changes both
 
 # %% ../nbs/07_train.ipynb #ca8b40dc
@@ -301,57 +365,47 @@ def setup_data(self:Trainer):
     self.place_data(train.x)
 
 # %% ../nbs/07_train.ipynb #0db54dba
-def activation_count(backbone:torch.nn.Module, # the backbone (not modified)
-                     shape:tuple, # (C, S, S) of one input image
-                    ) -> int: # elements produced by all leaf modules for one image
-    "How many activation values one image creates in a forward pass, counted on the meta device."
-    m = copy.deepcopy(backbone).to("meta").eval()
-    total = 0
-    def hook(mod, inp, out):
-        nonlocal total; total += sum(t.numel() for t in (out if isinstance(out, (tuple, list)) else [out]) if torch.is_tensor(t))
-    hs = [s.register_forward_hook(hook) for s in m.modules() if not list(s.children())]
-    with torch.no_grad(): m(torch.empty(2, *shape, device="meta"))
-    for h in hs: h.remove()
-    return total // 2
-
-def available_memory(device:torch.device) -> int|None:
-    "Free bytes on `device` (MemAvailable on Linux for the CPU), or None when unknown."
-    if device.type == "cuda": return torch.cuda.mem_get_info(device)[0]
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"): return int(line.split()[1]) * 1024
-    except OSError: pass
-    return None
-
 @patch
-def memory_estimate(self:Trainer) -> int:
-    "Bytes a training step needs, roughly: 3 × activations (forward, saved, gradients) for every view of a batch."
+def memory_estimate(self:Trainer) -> dict|None:
+    "What a training step holds (`training_step_memory` of the appendix *The memory of a training step*), per process."
     c, C = self.cfg, self.train_data.x.shape[1]
-    with torch.device("meta"): bb, _ = make_backbone(c.backbone, C, c.stem == "small", c.image_size)
-    per_image = activation_count(bb, (C, c.image_size, c.image_size)) + 4 * C * c.image_size ** 2   # + the augmented view
-    views = get_method(c.method).n_views + get_method(c.method).needs_raw
-    return 3 * 4 * per_image * views * c.batch_size // self.world_size
+    return training_step_memory(c.method, max(2, c.batch_size // self.world_size), (C, c.image_size, c.image_size),
+                                backbone=c.backbone, small_stem=c.stem == "small", n_clusters=c.n_clusters, hparams=c.hparams,
+                                amp=self.amp, optimizer=c.optimizer, momentum=c.momentum, n_images=len(self.train_data))
 
 def check_memory(trainer:Trainer):
     "Refuse a run whose training step cannot fit in the device's free memory, before allocating it."
-    need, free = trainer.memory_estimate(), available_memory(trainer.device)
-    if free is not None and need > free:
+    est = trainer.memory_estimate()
+    if not est: return
+    msg = memory_refusal(est, available_memory(trainer.device), trainer.device)
+    if msg:
         c = trainer.cfg
-        raise ConfigError(f"this run needs about {need / 2**30:.1f} GiB for a training step (batch_size {c.batch_size}, "
-                          f"image_size {c.image_size}, {c.backbone}) but {trainer.device} has {free / 2**30:.1f} GiB free: "
-                          f"lower batch_size or image_size")
+        raise ConfigError(f"{msg} (batch_size {c.batch_size}, image_size {c.image_size}, {c.backbone})")
 
 # %% ../nbs/07_train.ipynb #2fab5ea8
 def compile_module(module:torch.nn.Module, # compiled in place
                    backend:str|object="inductor", # a torch.compile backend
                   ) -> torch.nn.Module:
-    "torch.compile `module`'s forward in place, keeping its state-dict names; fall back to eager, with a warning, if compiling fails."
+    "torch.compile `module`'s forward in place, keeping its state-dict names; fall back to eager, with a warning, if compiling the forward or the backward fails."
     cls = type(module)
     compiled = torch.compile(cls.forward, backend=backend)
-    failed = []
+    failed, checked = [], []
+    def trial_backward(self, args, kwargs):
+        "Compile the backward too, on a trial pass whose buffer updates (batch-norm statistics) are undone."
+        saved = {k: b.clone() for k, b in self.named_buffers()}
+        out = compiled(self, *args, **kwargs)
+        outs = [t for t in (out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out])
+                if torch.is_tensor(t) and t.requires_grad]
+        params = [q for q in self.parameters() if q.requires_grad]
+        if outs and params: torch.autograd.grad(sum(t.float().sum() for t in outs), params, allow_unused=True)
+        with torch.no_grad():
+            for k, b in self.named_buffers(): b.copy_(saved[k])
     def forward(self, *args, **kwargs):
         if not failed:
-            try: return compiled(self, *args, **kwargs)
+            try:
+                if not checked and torch.is_grad_enabled():
+                    trial_backward(self, args, kwargs); checked.append(True)
+                return compiled(self, *args, **kwargs)
             except Exception as e:
                 failed.append(e)
                 warnings.warn(f"torch.compile of {cls.__name__} failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
@@ -475,6 +529,15 @@ class NonFiniteLoss(RuntimeError):
     "Raised when a training loss becomes NaN or infinite."
 
 @patch
+def non_finite_message(self:Trainer, bad:list) -> str:
+    "What went wrong, which checkpoint is kept (if any), and which settings may be at fault."
+    c, ck = self.cfg, self.out_dir / "checkpoint.pt"
+    kept = (f"the checkpoint of epoch {self.epoch} is kept in {ck} (resume=True continues from it)" if self.epoch and ck.exists()
+            else "no checkpoint was written (it failed in the first epoch)")
+    return (f"non-finite {bad} in epoch {self.epoch + 1} (step {self.global_step}); {kept}. The learning rate may be too "
+            f"high for this run (lr={c.lr:g}, weight_decay={c.weight_decay:g}, batch_size={c.batch_size}): try a lower lr, or another seed")
+
+@patch
 def out_of_budget(self:Trainer) -> bool:
     "Whether `max_steps` steps or `max_minutes` minutes (from the start of `fit`) have been spent."
     c, deadline = self.cfg, getattr(self, "deadline", None)
@@ -501,8 +564,7 @@ def train_epoch(self:Trainer, bar=None) -> dict:
         if self.out_of_budget(): break
     stats = {k: float(v) / counts[k] for k, v in sums.items()}
     bad = [k for k, v in stats.items() if not math.isfinite(v)]
-    if bad: raise NonFiniteLoss(f"non-finite {bad} in epoch {self.epoch + 1} (step {self.global_step}); the last good "
-                                f"checkpoint is kept in {self.out_dir}. Try a lower lr or another seed.")
+    if bad: raise NonFiniteLoss(self.non_finite_message(bad))
     return stats
 
 # %% ../nbs/07_train.ipynb #d6576377
@@ -600,13 +662,8 @@ def load_state(self:Trainer, ck:dict):
     self.method.on_resume(self.x, self.aug)
 
 # %% ../nbs/07_train.ipynb #f7a8e790
-RUN_FILES = ("checkpoint.pt", "checkpoint.prev.pt", "config.json", "history.json", "history.csv", "metrics.json",
-             "training_curves.png", "confusion.png", "report.json")
 RESUME_SAFE = ("epochs", "eval_every", "max_steps", "max_minutes", "progress", "device", "amp", "channels_last", "fused", "compile", "data_on_device", "threads",
                "out_dir", "resume", "overwrite", "stop_on_collapse", "data_root")
-
-class RunFolderExists(FileExistsError):
-    "The run folder already holds a run that this one would overwrite."
 
 def _plain(v): return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else {k: _plain(x) for k, x in v.items()} if isinstance(v, dict) else v
 
@@ -617,21 +674,15 @@ def config_changes(saved:dict, # the configuration in the checkpoint
     diff = {k: (saved.get(k), v) for k, v in new.items() if _plain(saved.get(k)) != _plain(v) and k not in ("resume", "overwrite", "progress")}
     return {k: d for k, d in diff.items() if k in RESUME_SAFE}, {k: d for k, d in diff.items() if k not in RESUME_SAFE}
 
-def clear_run_folder(out_dir:Path):
-    "Delete a run's files (and stale temporary files) from `out_dir`, leaving anything else there."
-    for f in RUN_FILES: (out_dir / f).unlink(missing_ok=True)
-    for f in out_dir.glob("*.tmp"): f.unlink()
-
 # %% ../nbs/07_train.ipynb #aad0b563
 @patch
 def start_run(self:Trainer):
-    "Apply the run-folder rules, then either resume from the checkpoint or start (calling the method's `on_train_start`)."
+    "Claim the run folder (its rules were checked when the trainer was built), then resume from the checkpoint or start."
     c, d = self.cfg, self.out_dir
-    d.mkdir(parents=True, exist_ok=True)
-    for f in d.glob("*.tmp"): f.unlink()                      # left by a kill during a write
-    ck_path, present = d / "checkpoint.pt", [f for f in RUN_FILES if (d / f).exists()]
+    mode = check_run_folder(d, c.resume, c.overwrite)          # again: the folder may have changed since
+    ck_path = d / "checkpoint.pt"
     self.resumed_changes = {}
-    if c.resume and (ck_path.exists() or ck_path.with_suffix(".prev.pt").exists()):
+    if mode == "resume":
         ck, src = load_checkpoint(ck_path, self.device)
         safe, refused = config_changes(ck["config"], asdict(c))
         if refused:
@@ -640,13 +691,11 @@ def start_run(self:Trainer):
                               + "). Resume with the saved values, or start a new run (another out_dir, or overwrite=True)")
         self.load_state(ck)
         self.resumed_changes = safe
-        if self.is_main: print(f"resumed from {src} at epoch {self.epoch}" + (f"; changed: {', '.join(f'{k} {a!r} → {b!r}' for k, (a, b) in safe.items())}" if safe else ""))
+        if self.is_main:
+            claim_run_folder(d, mode, method=c.method, dataset=str(c.dataset))
+            print(f"resumed from {src} at epoch {self.epoch}" + (f"; changed: {', '.join(f'{k} {a!r} → {b!r}' for k, (a, b) in safe.items())}" if safe else ""))
         return
-    if c.resume and self.is_main: print(f"resume: no checkpoint in {d}, starting a new run")
-    elif present and not c.overwrite:
-        raise RunFolderExists(f"{d} already holds a run ({', '.join(present)}). Pass resume=True to continue it, "
-                              f"overwrite=True to replace it, or choose another out_dir")
-    if self.is_main: clear_run_folder(d)
+    if self.is_main: claim_run_folder(d, mode, method=c.method, dataset=str(c.dataset))
     seed_everything(c.seed, 10**6)
     self.method.on_train_start(self.x, self.aug, c.seed)
 
@@ -782,12 +831,31 @@ def write_config(self:Trainer):
                 "torch": torch.__version__, "resumed": prev}, d)
 
 @patch
+def epoch_line(self:Trainer, rec:dict) -> str:
+    "One line per epoch for runs without a progress bar (a papermill run with --log-output shows them)."
+    c = self.cfg
+    bits = [f"epoch {rec['epoch']}/{c.epochs}", f"step {rec['step']}/{self.total_steps}"]
+    if "loss" in rec: bits.append(f"loss {rec['loss']:.4f}")
+    if "acc" in rec: bits.append(f"ACC {rec['acc']:.3f} NMI {rec['nmi']:.3f} ARI {rec['ari']:.3f}")
+    return f"{c.method} on {Path(str(c.dataset)).stem}: " + ", ".join(bits) + f" ({rec['time_s']:.0f} s)"
+
+@patch
 def fit(self:Trainer) -> dict:
     "Train (or resume) to the configured number of epochs; write history, checkpoints, metrics and figures; return the final metrics."
-    from tqdm.auto import tqdm
     c, main = self.cfg, self.is_main
     self.start_run()
-    if main: self.write_config()
+    try: return self._fit()
+    except BaseException as e:
+        if main and (self.out_dir / RUN_MARKER).exists():
+            status = "stopped" if isinstance(e, (KeyboardInterrupt, Collapsed)) else "failed"
+            update_marker(self.out_dir, status=status, epoch=self.epoch, error=f"{type(e).__name__}: {str(e).strip()[:300]}")
+        raise
+
+@patch
+def _fit(self:Trainer) -> dict:
+    from tqdm.auto import tqdm
+    c, main = self.cfg, self.is_main
+    if main: self.write_config(); update_marker(self.out_dir, ["config.json"])
     ck_path = self.out_dir / "checkpoint.pt"
     bar = tqdm(total=self.total_steps, initial=min(self.global_step, self.total_steps), desc=f"{c.method} on {Path(str(c.dataset)).stem}",
                disable=not (c.progress and main), mininterval=2, dynamic_ncols=True)
@@ -810,6 +878,8 @@ def fit(self:Trainer) -> dict:
         if main:
             save_checkpoint(self.state(finished=last), ck_path)
             write_history(self.history, self.out_dir)
+            update_marker(self.out_dir, ["checkpoint.pt", "checkpoint.prev.pt", "history.json", "history.csv"], epoch=self.epoch)
+            if not c.progress: print(self.epoch_line(rec), flush=True)
         if rec.get("alarm"):
             alarms.append(rec["alarm"])
             if main: say(f"WARNING epoch {self.epoch}: {rec['alarm']}")
@@ -823,4 +893,5 @@ def fit(self:Trainer) -> dict:
         metrics = {**self.evaluate(), **metrics, "alarms": alarms}
         write_json(metrics, self.out_dir / "metrics.json")
         self.write_figures()
+        update_marker(self.out_dir, ["metrics.json", "training_curves.png", "confusion.png"], status="finished", epoch=self.epoch)
     return metrics

@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from deepcluster_nb.infonce import nt_xent, marginal_entropy_penalty
+from deepcluster_nb.infonce import float32_loss, nt_xent, marginal_entropy_penalty
 from deepcluster_nb.models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector,
                                    cluster_head, make_backbone)
 from deepcluster_nb.data import PAPER_BENCHMARKS, DIGIT_DATASETS
@@ -67,7 +67,9 @@ plt.tight_layout(); plt.show()
 # This is NT-Xent (see the InfoNCE chapter) — with one difference on paper: the printed sum over $j$ includes
 # $j=i$, the self-similarity $\exp(s(z^a_i,z^a_i)/\tau_I)=e^{1/\tau_I}$, in the denominator. The official implementation
 # masks it out. A constant in the denominator is not harmless: it caps every softmax weight. We follow the code,
-# so `instance_loss` is `nt_xent`. Below, the printed equation as a loop with a switch for the self term:
+# so `instance_loss` is `nt_xent`. Like every loss of the course, both losses of this chapter carry `float32_loss`, so
+# that the trainer's bf16 autocast does not round their matrix products (InfoNCE chapter, §10). Below, the printed
+# equation as a loop with a switch for the self term:
 
 # %%
 def cc_instance_loop(z_a, z_b, tau, include_self=False):
@@ -84,6 +86,7 @@ def cc_instance_loop(z_a, z_b, tau, include_self=False):
 
 # %%
 #| export
+@float32_loss
 def instance_loss(z_a:torch.Tensor, # (N, D) instance projections of view a (L2-normalised inside)
                   z_b:torch.Tensor, # (N, D) instance projections of view b
                   temperature:float=0.5, # τ_I
@@ -123,6 +126,7 @@ print(f"official (no self term) {instance_loss(_a, _b, 0.5):.4f}  vs  printed Eq
 
 # %%
 #| export
+@float32_loss
 def cluster_loss(c_a:torch.Tensor, # (N, K) softmax probabilities of view a
                  c_b:torch.Tensor, # (N, K) softmax probabilities of view b
                  temperature:float=1.0, # τ_C

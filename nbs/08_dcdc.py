@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from deepcluster_nb.infonce import info_nce, marginal_entropy_penalty
+from deepcluster_nb.infonce import float32_loss, info_nce, marginal_entropy_penalty
 from deepcluster_nb.augment import AugmentConfig, cc_recipe
 from deepcluster_nb.models import ClusterMethod, Batch, Paper, Settings, setting, register_method, make_backbone
 from deepcluster_nb.data import PAPER_BENCHMARKS, DIGIT_DATASETS
@@ -87,10 +87,12 @@ def sample_loss_loop(u_a, u_b, tau):
 
 # %% [markdown]
 # The vectorised form: L2-normalise the rows, one matrix product gives all $B^2$ cosines, and Eq. 8 is the
-# InfoNCE cross-entropy whose positive for row $i$ sits in column $i$.
+# InfoNCE cross-entropy whose positive for row $i$ sits in column $i$. That product runs in float32 under the
+# trainer's bf16 autocast too: the losses of this chapter carry `float32_loss` (InfoNCE chapter, §10, says why).
 
 # %%
 #| export
+@float32_loss
 def sample_loss(u_a:torch.Tensor, # (B, C) rows u_i: the original view's cluster probabilities
                 u_b:torch.Tensor, # (B, C) rows u'_i: the augmented view's, row i the positive of u_i
                 temperature:float=0.5, # τ
@@ -98,7 +100,7 @@ def sample_loss(u_a:torch.Tensor, # (B, C) rows u_i: the original view's cluster
     "DCDC's sample-wise contrastive loss (Eq. 8): InfoNCE over rows with the cosine critic, one direction (a → b)."
     if u_a.shape != u_b.shape: raise ValueError(f"u_a and u_b must have the same shape, got {tuple(u_a.shape)} and {tuple(u_b.shape)}")
     # $\cos(u_i, u'_j)$ for all pairs
-    s = F.normalize(u_a.float(), dim=1) @ F.normalize(u_b.float(), dim=1).t()
+    s = F.normalize(u_a, dim=1) @ F.normalize(u_b, dim=1).t()
     # $-\frac1B\sum_i \log \mathrm{softmax}_j(s_{ij}/\tau)_{j=i}$
     return info_nce(s / temperature, torch.arange(len(s), device=s.device))
 
@@ -145,6 +147,7 @@ def class_loss_loop(u_a, u_b, tau):
 
 # %%
 #| export
+@float32_loss
 def class_loss(u_a:torch.Tensor, # (B, C) original view's probabilities; column v_i is cluster i over the batch
                u_b:torch.Tensor, # (B, C) augmented view's; column v'_i is the positive of v_i
                temperature:float=0.5, # τ
@@ -234,6 +237,7 @@ def official_dcdc_loop(u_orig, u_aug, tau, r):
 
 # %%
 #| export
+@float32_loss
 def dcdc_loss(u_orig:torch.Tensor, # (B, C) cluster probabilities of the original (lightly transformed) images
               u_aug:torch.Tensor, # (n_repeat·B, C) of their augmentations; rows i, i+B, i+2B… belong to image i
               temperature:float=0.5, # τ, shared by both terms
@@ -244,12 +248,10 @@ def dcdc_loss(u_orig:torch.Tensor, # (B, C) cluster probabilities of the origina
     B, C = u_orig.shape
     if tuple(u_aug.shape) != (n_repeat * B, C):
         raise ValueError(f"u_aug must be (n_repeat·B, C) = ({n_repeat * B}, {C}), got {tuple(u_aug.shape)}")
-    with torch.autocast(device_type=u_orig.device.type, enabled=False):   # cosines in float32 under mixed precision
-        u_orig, u_aug = u_orig.float(), u_aug.float()
-        # $\tilde U = [U; U; \dots]$, row $a$ is original $a \bmod B$
-        u = u_orig.repeat(n_repeat, 1)
-        terms = {"sample": sample_loss(u, u_aug, temperature), "class": class_loss(u, u_aug, temperature),
-                 "balance": marginal_entropy_penalty(u_orig)}   # $\log C - H(p)$, originals only
+    # $\tilde U = [U; U; \dots]$, row $a$ is original $a \bmod B$
+    u = u_orig.repeat(n_repeat, 1)
+    terms = {"sample": sample_loss(u, u_aug, temperature), "class": class_loss(u, u_aug, temperature),
+             "balance": marginal_entropy_penalty(u_orig)}   # $\log C - H(p)$, originals only
     loss = terms["sample"] + terms["class"] + terms["balance"]
     return (loss, terms) if return_terms else loss
 

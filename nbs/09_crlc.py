@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from deepcluster_nb.infonce import nt_xent, marginal_entropy
+from deepcluster_nb.infonce import float32_loss, nt_xent, marginal_entropy
 from deepcluster_nb.models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector, mlp,
                                    make_backbone)
 from deepcluster_nb.augment import AugmentConfig, cc_recipe
@@ -145,12 +145,15 @@ def exact_infonce(F_, p_x, p_pair, M=3):
 # f_{-JS}(p,q) = -\tfrac12\Big(D_{KL}\big(p\,\|\,\tfrac{p+q}2\big) + D_{KL}\big(q\,\|\,\tfrac{p+q}2\big)\Big)\ \text{(Eq. 13–14)}.$$
 #
 # `critic` returns the matrix of critic values between every row of `q_a` and every row of `q_b` (with any
-# leading batch dimensions, e.g. one matrix per subhead). $0\log 0$ is taken as $0$ in the JS divergence.
+# leading batch dimensions, e.g. one matrix per subhead). $0\log 0$ is taken as $0$ in the JS divergence. The critic and
+# every loss of this chapter carry `float32_loss`, so that the trainer's bf16 autocast leaves their products in float32
+# (InfoNCE chapter, §10).
 
 # %%
 #| export
 CRITICS = ("log_dot", "dot", "neg_l2", "neg_js")
 
+@float32_loss
 def critic(q_a:torch.Tensor, # (..., N, C) probability vectors
            q_b:torch.Tensor, # (..., M, C) probability vectors
            kind:str="log_dot", # one of `CRITICS`
@@ -292,6 +295,7 @@ assert smooth(_qa, 0) is _qa
 
 # %%
 #| export
+@float32_loss
 def probability_contrastive_loss(q_a:torch.Tensor, # (..., B, C) assignment probabilities of view a
                                  q_b:torch.Tensor, # (..., B, C) assignment probabilities of view b
                                  smoothing:float=0.01, # γ (0: the inputs are used as given)
@@ -299,7 +303,7 @@ def probability_contrastive_loss(q_a:torch.Tensor, # (..., B, C) assignment prob
                                 ) -> torch.Tensor: # (...) L_PC: mean over the 2B rows
     "L_PC in the official symmetric form: InfoNCE over the 2B smoothed probability vectors, no temperature."
     B = q_a.shape[-2]
-    r = smooth(torch.cat([q_a, q_b], -2).float(), smoothing)            # (..., 2B, C)
+    r = smooth(torch.cat([q_a, q_b], -2), smoothing)                    # (..., 2B, C)
     eye = torch.eye(2 * B, dtype=torch.bool, device=r.device)
     s = critic(r, r, kind).masked_fill(eye, float("-inf"))              # a row is never its own candidate
     pos = torch.cat([torch.arange(B, 2 * B), torch.arange(0, B)]).to(r.device)
@@ -379,6 +383,7 @@ assert probability_contrastive_loss(_onehot, _onehot, 0.01) > probability_contra
 
 # %%
 #| export
+@float32_loss
 def pc_logit_grad(q_tilde:torch.Tensor, # (..., C) the query q̃ = softmax(ũ)
                   q:torch.Tensor, # (..., M, C) the candidates, the positive q_1 first
                  ) -> torch.Tensor: # (..., C) ∂L_PC/∂ũ
@@ -386,6 +391,7 @@ def pc_logit_grad(q_tilde:torch.Tensor, # (..., C) the query q̃ = softmax(ũ)
     t = q_tilde.unsqueeze(-2) * q                                      # t[i, c] = q̃_c q_{i,c}
     return t.sum(-2) / t.sum((-2, -1)).unsqueeze(-1) - t[..., 0, :] / t[..., 0, :].sum(-1, keepdim=True)
 
+@float32_loss
 def critic_logit_grad(q:torch.Tensor, # (..., C) the query q = softmax(u)
                       p:torch.Tensor, # (..., C) the fixed other vector
                      ) -> torch.Tensor: # (..., C) ∂ log(qᵀp) / ∂u
@@ -523,11 +529,12 @@ test_close(marginal_entropy(torch.stack([_qa, _qb[:4]])), torch.stack([marginal_
 
 # %%
 #| export
+@float32_loss
 def logit_clamp_penalty(logits:torch.Tensor, # (..., B, C) cluster logits of one view
                         bound:float=25.0, # logits are kept within [−bound, bound]
                        ) -> torch.Tensor: # (...) ¼ · mean_i Σ_k relu(|u_ik| − bound)²
     "A quadratic wall that pushes logits back into [−bound, bound]; zero (with zero gradient) inside."
-    return 0.25 * F.relu(logits.float().abs() - bound).pow(2).sum(-1).mean(-1)
+    return 0.25 * F.relu(logits.abs() - bound).pow(2).sum(-1).mean(-1)
 
 # %%
 def clamp_official_form(u, bound=25.0):
@@ -563,6 +570,7 @@ test_eq(logit_clamp_penalty(torch.randn(3, 8, 5)).shape, (3,))
 
 # %%
 #| export
+@float32_loss
 def cluster_regularisers(logits_a:torch.Tensor, # (..., B, C) logits of view a, one slice per subhead
                          logits_b:torch.Tensor, # (..., B, C) logits of view b
                          lambda_1:float=1.0, # λ₁, weight of each view's marginal entropy
@@ -570,7 +578,7 @@ def cluster_regularisers(logits_a:torch.Tensor, # (..., B, C) logits of view a, 
                          clamp_weight:float=0.01, # weight of the logit penalty (per view)
                         ) -> torch.Tensor: # (...) one value per subhead
     "The clustering loss without its contrast: −λ₁ (H(q̄ᵃ) + H(q̄ᵇ)) on unsmoothed q + w (Ω(uᵃ) + Ω(uᵇ))."
-    q_a, q_b = logits_a.float().softmax(-1), logits_b.float().softmax(-1)
+    q_a, q_b = logits_a.softmax(-1), logits_b.softmax(-1)
     # $H(\bar q^a) + H(\bar q^b)$: each view's batch spread over the clusters (unsmoothed $q$)
     ent = marginal_entropy(q_a) + marginal_entropy(q_b)
     # $\Omega(u^a) + \Omega(u^b)$: the walls at $\pm$`bound`
@@ -592,6 +600,7 @@ test_close(cluster_regularisers(torch.zeros(2, 4, 5), torch.zeros(2, 4, 5), lamb
 
 # %%
 #| export
+@float32_loss
 def cluster_losses(logits_a:torch.Tensor, # (H, B, C) logits of view a, one slice per subhead
                    logits_b:torch.Tensor, # (H, B, C) logits of view b
                    lambda_1:float=1.0, # λ₁, weight of each view's marginal entropy
@@ -601,7 +610,7 @@ def cluster_losses(logits_a:torch.Tensor, # (H, B, C) logits of view a, one slic
                    clamp_weight:float=0.01, # weight of the logit penalty (per view)
                   ) -> torch.Tensor: # (H,) one clustering loss per subhead
     "Per-subhead clustering loss L^h_cluster: L_PC on smoothed q + `cluster_regularisers`."
-    q_a, q_b = logits_a.float().softmax(-1), logits_b.float().softmax(-1)
+    q_a, q_b = logits_a.softmax(-1), logits_b.softmax(-1)
     return probability_contrastive_loss(q_a, q_b, smoothing, kind) + cluster_regularisers(logits_a, logits_b, lambda_1, bound, clamp_weight)
 
 # %%
@@ -616,6 +625,7 @@ test_eq(cluster_losses(_ur_a, _ur_b).shape, (3,))
 
 # %%
 #| export
+@float32_loss
 def crlc_loss(z_a:torch.Tensor, # (B, D) RL-head outputs of view a (normalised inside)
               z_b:torch.Tensor, # (B, D) RL-head outputs of view b
               logits_a:torch.Tensor, # (H, B, C) C-subhead logits of view a
@@ -741,6 +751,7 @@ _bk2 = ProbabilityBank(2, 3); _bk2.load_state_dict(_bk.state_dict()); test_close
 
 # %%
 #| export
+@float32_loss
 def memory_bank_loss(q:torch.Tensor, # (H, R, C) queries from the network
                      positive:torch.Tensor, # (H, R, C) each query's bank row
                      negatives:torch.Tensor, # (H, K, C) bank rows drawn uniformly
@@ -749,7 +760,7 @@ def memory_bank_loss(q:torch.Tensor, # (H, R, C) queries from the network
                      kind:str="log_dot", # critic
                     ) -> torch.Tensor: # (H,) mean over the R queries
     "L_PC with positives and negatives from the memory bank: −f(q̃, q_n) + log(e^{f(q̃, q_n)} + Σ_k e^{f(q̃, q_k)})."
-    q, positive, negatives = (smooth(t.float(), smoothing) for t in (q, positive, negatives))
+    q, positive, negatives = (smooth(t, smoothing) for t in (q, positive, negatives))
     s_pos = critic(q.unsqueeze(-2), positive.unsqueeze(-2), kind)[..., 0]      # (H, R, 1)
     s_neg = critic(q, negatives, kind)                                          # (H, R, K)
     if self_mask is not None: s_neg = s_neg.masked_fill(self_mask, float("-inf"))

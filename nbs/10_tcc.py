@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from deepcluster_nb.infonce import info_nce, kl_to_uniform, marginal_entropy_penalty
+from deepcluster_nb.infonce import float32_loss, info_nce, kl_to_uniform, marginal_entropy_penalty
 from deepcluster_nb.augment import AugmentConfig
 from deepcluster_nb.models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, MomentumEncoder,
                                    FeatureQueue, make_backbone)
@@ -67,7 +67,8 @@ from deepcluster_nb.data import PAPER_BENCHMARKS, DIGIT_DATASETS
 # normalisation), so it cannot depend on the order of the batch. The weights are not normalised over $i$ — the
 # final L2 norm takes care of the scale — so an image with a small $\pi_i(k)$ still contributes a little. In matrix
 # form the $K$ sums are one product, $\Pi^\top F$ with $\Pi\in[0,1]^{B\times K}$ and $F\in\mathbb R^{B\times d_m}$.
-# First the equation as a loop:
+# That product, and those of the two losses below, run in float32 under the trainer's bf16 autocast: each function
+# carries `float32_loss` (InfoNCE chapter, §10, says why). First the equation as a loop:
 
 # %%
 def cluster_representations_loop(pi, f):
@@ -81,11 +82,12 @@ def cluster_representations_loop(pi, f):
 
 # %%
 #| export
+@float32_loss
 def cluster_representations(pi:torch.Tensor, # (B, K) assignments π_i(k) = q(k|x_i)
                             features:torch.Tensor, # (B, D) features f_θ(x_i)
                            ) -> torch.Tensor: # (K, D) unit-norm cluster representations r_k
     "TCC's set representation of each cluster (Eq. 4): r_k = normalise(Σ_i π_i(k) f_θ(x_i))."
-    return F.normalize(pi.float().t() @ features.float(), dim=1)
+    return F.normalize(pi.t() @ features, dim=1)
 
 # %%
 show_doc(cluster_representations)
@@ -152,6 +154,7 @@ def cluster_level_loop(r, r_hat, P, tau):
 
 # %%
 #| export
+@float32_loss
 def cluster_level_loss(r:torch.Tensor, # (K, D) cluster representations r_k of the online network (unit norm)
                        r_hat:torch.Tensor, # (K, D) momentum representations r̂_k of the other view (unit norm)
                        queue:torch.Tensor, # (L, D) past representations; row l belongs to cluster l mod K
@@ -160,8 +163,8 @@ def cluster_level_loss(r:torch.Tensor, # (K, D) cluster representations r_k of t
                       ) -> torch.Tensor: # L_1
     "TCC's cluster-level loss (Eq. 5): InfoNCE of r_k against r̂_k, negatives the queue rows of the other clusters."
     K, L = r.shape[0], queue.shape[0]
-    pos = (r.float() * r_hat.float()).sum(1, keepdim=True)                        # r̂_k^T r_k
-    neg = r.float() @ queue.float().t()                                            # p_l^T r_k
+    pos = (r * r_hat).sum(1, keepdim=True)                                        # r̂_k^T r_k
+    neg = r @ queue.t()                                                            # p_l^T r_k
     same = torch.arange(L, device=r.device)[None] % K == torch.arange(K, device=r.device)[:, None]
     scores = torch.cat([pos, neg.masked_fill(same, float("-inf"))], 1) / temperature  # 1(l mod K ≠ k)
     loss = F.cross_entropy(scores, torch.zeros(K, dtype=torch.long, device=r.device), reduction=reduction)
@@ -379,14 +382,15 @@ def moco_loop(e, e_hat, Q, tau):
 
 # %%
 #| export
+@float32_loss
 def moco_infonce(query:torch.Tensor, # (B, D) online embeddings e (unit norm)
                  key:torch.Tensor, # (B, D) momentum embeddings ê of the other view (unit norm), the positives
                  queue:torch.Tensor, # (J, D) past momentum embeddings q_j, the negatives
                  temperature:float=1.0, # τ
                 ) -> torch.Tensor: # scalar: mean over the batch of −log p(i|x_i, c_i)
     "MoCo's InfoNCE (TCC's Eq. 7): each e against its ê and the J queued embeddings."
-    pos = (query.float() * key.float()).sum(1, keepdim=True)               # ê^T e
-    neg = query.float() @ queue.float().t()                                # q_j^T e
+    pos = (query * key).sum(1, keepdim=True)                               # ê^T e
+    neg = query @ queue.t()                                                # q_j^T e
     return info_nce(torch.cat([pos, neg], 1) / temperature, torch.zeros(len(query), dtype=torch.long, device=query.device))
 
 # %%

@@ -22,6 +22,7 @@ from fastcore.test import test_eq, test_close, test_fail
 #| export
 from __future__ import annotations
 import torch
+from deepcluster_nb.infonce import float32_loss
 
 # %%
 import math
@@ -67,17 +68,18 @@ def student_t_loop(h, mu, alpha=1.0):
 # normalisation over $j$ is a softmax of $-\tfrac{\alpha+1}{2}\,\mathrm{log1p}(\|h_i-\mu_j\|^2/\alpha)$: no power of a
 # large number is ever formed, and the division is done by the numerically careful softmax. The distances are
 # computed as differences (not by expanding $\|h\|^2 - 2h^\top\mu + \|\mu\|^2$), in at least float32, so that mixed
-# precision training does not round away small distances.
+# precision training does not round away small distances: like the other functions of this chapter, it carries
+# `float32_loss`, which turns autocast off and computes half-precision inputs in float32 (InfoNCE chapter, §10).
 
 # %%
 #| export
+@float32_loss
 def student_t_assignment(h:torch.Tensor, # (N, D) embeddings h_i
                          centers:torch.Tensor, # (K, D) cluster centres μ_j
                          alpha:float=1.0, # degrees of freedom α of the Student's t kernel
                         ) -> torch.Tensor: # (N, K) soft assignments q_ij, rows sum to 1
     "DEC's soft assignment: a Student's t kernel on ‖h_i − μ_j‖², normalised over the K centres."
-    dt = torch.promote_types(h.dtype, torch.float32)
-    d2 = (h.to(dt)[:, None, :] - centers.to(dt)[None]).pow(2).sum(-1)      # ‖h_i − μ_j‖²
+    d2 = (h[:, None, :] - centers[None]).pow(2).sum(-1)                    # ‖h_i − μ_j‖²
     return torch.softmax(-(alpha + 1) / 2 * torch.log1p(d2 / alpha), dim=1)  # kernel / Σ_j' kernel
 
 # %%
@@ -145,6 +147,7 @@ def target_loop(q):
 
 # %%
 #| export
+@float32_loss
 def target_distribution(q:torch.Tensor, # (N, K) soft assignments q_ij
                        ) -> torch.Tensor: # (N, K) targets p_ij, rows sum to 1
     "DEC's auxiliary target: square q, divide by the soft cluster frequency f_j = Σ_i q_ij (+1e-9), renormalise rows."
@@ -282,6 +285,7 @@ assert abs(_cross(_q)) <= 0.06 and _cross(_p) > 0.2
 
 # %%
 #| export
+@float32_loss
 def kl_rows(p:torch.Tensor, # (N, K) the reference distributions (rows)
             q:torch.Tensor, # (N, K) the approximating distributions
             eps:float=1e-8, # added inside both logarithms, as CADEC's code does
@@ -304,6 +308,7 @@ def target_kl_loop(q):
 
 # %%
 #| export
+@float32_loss
 def target_kl_loss(q:torch.Tensor, # (N, K) soft assignments of the (raw) images of a batch
                   ) -> torch.Tensor: # scalar (1/N) Σ_i KL(p_i ‖ q_i)
     "DEC's clustering loss: KL from the target P (computed from q and detached) to q, averaged over the batch."
@@ -404,6 +409,7 @@ def anchor_loop(q0, q1, q2):
 
 # %%
 #| export
+@float32_loss
 def anchor_loss(q0:torch.Tensor, # (N, K) assignments of the raw images (the anchor; detached inside)
                 q1:torch.Tensor, # (N, K) assignments of the first augmented views
                 q2:torch.Tensor, # (N, K) assignments of the second augmented views

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from deepcluster_nb.dec import student_t_assignment, target_distribution, target_kl_loss, anchor_loss, kl_rows
-from deepcluster_nb.infonce import nt_xent
+from deepcluster_nb.infonce import float32_loss, nt_xent
 from deepcluster_nb.models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector,
                                    make_backbone)
 from deepcluster_nb.data import PAPER_BENCHMARKS, DIGIT_DATASETS, ImageData
@@ -109,10 +109,13 @@ test_eq(nt_xent(_z1, _z2, 0.5), instance_loss(_z1, _z2, 0.5))   # the same loss 
 # $p^v$ is the target distribution of $q^v$ and, as in the clustering loss, is held fixed. The Jensen–Shannon
 # divergence compares each of two distributions with their mixture $m = (a+b)/2$,
 # $\mathrm{JSD}(a\|b) = \tfrac12\mathrm{KL}(a\|m) + \tfrac12\mathrm{KL}(b\|m)$; it is symmetric, bounded by $\log 2$ and
-# lets gradient flow into both views (there is no anchor: the raw image plays no part).
+# lets gradient flow into both views (there is no anchor: the raw image plays no part). Both functions below carry
+# `float32_loss`, as the losses of the DEC chapter do, so that the trainer's bf16 autocast leaves them in float32
+# (InfoNCE chapter, §10).
 
 # %%
 #| export
+@float32_loss
 def jsd_rows(a:torch.Tensor, # (N, K) distributions (rows)
              b:torch.Tensor, # (N, K) distributions
             ) -> torch.Tensor: # (N,) Jensen–Shannon divergence of each pair of rows
@@ -132,6 +135,7 @@ test_close(jsd_rows(torch.eye(3), torch.eye(3)[[1, 2, 0]]), torch.full((3,), mat
 #| export
 ANCHORS = ("raw", "jsd", "target", "crossed")
 
+@float32_loss
 def anchor_objective(q0:torch.Tensor, # (N, K) assignments of the raw images
                      q1:torch.Tensor, # (N, K) assignments of the first augmented views
                      q2:torch.Tensor, # (N, K) assignments of the second augmented views

@@ -31,7 +31,8 @@ from deepcluster_nb.metrics import (clustering_scores, cluster_sizes, match_clus
                                     COLLAPSE_SHARE, kmeans_labels, sklearn_threads)
 from deepcluster_nb.models import get_method, available_methods
 from deepcluster_nb.data import PAPER_BENCHMARKS
-from deepcluster_nb.train import Trainer, TrainConfig, predict, plot_history, plot_confusion, write_json, load_checkpoint
+from deepcluster_nb.train import Trainer, TrainConfig, predict, plot_history, plot_confusion, write_json, load_checkpoint, pick_device
+from deepcluster_nb.runs import read_marker, update_marker
 
 # %% [markdown]
 # This appendix is tooling around the course, not part of its argument: the method chapters score their runs with
@@ -258,8 +259,9 @@ class RunMismatch(ValueError):
     "The checkpoint is not a training checkpoint, or not of the method or dataset the caller expects."
 
 class EvalTrainer(Trainer):
-    "A trainer rebuilt to evaluate a run: it takes no training step, so the training-memory check does not apply."
-    def memory_estimate(self) -> int: return 0
+    "A trainer rebuilt to evaluate a run: it takes no training step and writes nothing, so neither the training-memory check nor the run-folder rules apply."
+    checks_run_folder = False
+    def memory_estimate(self): return None
 
 @dataclass
 class Run:
@@ -817,6 +819,19 @@ def report_figures(run:Run, # a loaded run
     if run.history: figs["history"] = lambda: plot_history(run.history, f"training: {name}")
     return {k: save_figure(draw(), Path(out_dir) / f"{k}.png").name for k, draw in figs.items()}
 
+def check_report_params(tsne_samples:int=2000, gallery_size:int=8, gallery_clusters:int=20, seed:int=0, device:str="auto",
+                        runs:list=()):
+    "Refuse bad report parameters before anything is evaluated or written, with one line saying what to pass instead."
+    def bad(name, value, want): raise ValueError(f"{name} must be {want}, got {value!r}")
+    for name, v in (("tsne_samples", tsne_samples), ("gallery_size", gallery_size), ("gallery_clusters", gallery_clusters), ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)): bad(name, v, "an integer")
+    if tsne_samples != 0 and tsne_samples < 5: bad("tsne_samples", tsne_samples, "0 (no t-SNE) or at least 5")
+    if gallery_size < 1: bad("gallery_size", gallery_size, "at least 1 (images per cluster)")
+    if gallery_clusters < 1: bad("gallery_clusters", gallery_clusters, "at least 1 (clusters shown)")
+    if seed < 0: bad("seed", seed, "0 or more")
+    pick_device(device)
+    for r in runs: find_checkpoint(r)
+
 def write_report(run:Run, # a loaded run (`load_run`)
                  out_dir=None, # folder for figures and report.json (default: the run directory)
                  tsne_samples:int=2000, # images in the t-SNE map (0: no t-SNE)
@@ -826,7 +841,8 @@ def write_report(run:Run, # a loaded run (`load_run`)
                  runs:list=(), # other run directories (e.g. seeds) to summarise with this one as mean ± std
                  seed:int=0, # seed of k-means and t-SNE
                 ) -> dict: # the report, also written to out_dir/report.json
-    "Evaluate a run, save its figures and write report.json."
+    "Evaluate a run, save its figures and write report.json (each file added to the run folder's marker)."
+    check_report_params(tsne_samples, gallery_size, gallery_clusters, seed, str(run.trainer.device), runs)
     out_dir = Path(out_dir or run.run_dir); out_dir.mkdir(parents=True, exist_ok=True)
     outs = run_outputs(run, kmeans, seed)
     metrics, sizes, c = clustering_metrics(outs), cluster_sizes(outs["pred"], run.cfg.n_clusters), run.cfg
@@ -839,6 +855,7 @@ def write_report(run:Run, # a loaded run (`load_run`)
     if runs: rep["summary"] = summarize_reports([rep] + [run_summary(r, str(run.trainer.device), c.data_root, kmeans, seed) for r in others])
     rep["config"] = asdict(c)
     write_json(rep, out_dir / "report.json")
+    if read_marker(out_dir) is not None: update_marker(out_dir, ["report.json", *rep["figures"].values()])
     return rep
 
 # %%

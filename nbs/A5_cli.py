@@ -152,7 +152,8 @@ def report_run(run:str, # run folder holding checkpoint.pt, or a checkpoint file
                seed:int=0, # seed of k-means, of the t-SNE sample and of t-SNE
               ) -> dict: # the report (also in report.json)
     "Load a run, write its report and figures, and print the scores beside the paper's and the collapse check."
-    from deepcluster_nb.report import load_run, write_report, markdown_table
+    from deepcluster_nb.report import load_run, write_report, markdown_table, check_report_params
+    check_report_params(tsne_samples, gallery_size, gallery_clusters, seed, device, list(runs))   # before evaluating
     r = load_run(run, device, data_root, method, dataset)
     rep = write_report(r, out_dir, tsne_samples, gallery_size, gallery_clusters, kmeans, list(runs), seed)
     print(markdown_table(rep["comparison"]))

@@ -84,6 +84,9 @@
 # | [`A4_distributed`](A4_distributed.ipynb) | `distributed` | data-parallel training with DDP and `torchrun`, and why gathered losses give exact gradients |
 # | [`A5_cli`](A5_cli.ipynb) | `cli` | the command line, `python -m deepcluster_nb train` and `report`, generated from the training configuration |
 # | [`A5_main`](A5_main.ipynb) | `__main__` | what `python -m deepcluster_nb` runs |
+# | [`A6_memory`](A6_memory.ipynb) | `memory` | what a training step holds (weights, gradients, optimiser state, the tensors autograd saves), counted on the meta device, and the refusal of a run that cannot fit |
+# | [`A7_readers`](A7_readers.ipynb) | `readers` | the parsers of the benchmarks' real files (IDX, LIBSVM, CIFAR pickles, STL-10 binaries, image folders) and the ImageNet-10/Dogs builder |
+# | [`A8_runs`](A8_runs.ipynb) | `runs` | run folders: the marker that lists the project's files, and the rules for new, resumed and overwritten runs |
 #
 # The run notebooks, parameterised for papermill:
 #
@@ -119,15 +122,20 @@
 # papermill nbs/train.ipynb out.ipynb -p method cc -p dataset cifar10 -p resume true
 # ```
 #
-# A run never overwrites another: a second run into a folder that holds one stops before training and asks for
-# `resume` (continue it; the configuration must match, except what only extends it, such as more epochs) or
-# `overwrite` (replace it). Checkpoints hold tensors and plain data only and are loaded with PyTorch's safe loader;
+# A run never overwrites another: a second run into a folder that holds one stops before any data is read and asks for
+# `resume` (continue it from its checkpoint; the configuration must match, except what only extends it, such as more
+# epochs) or `overwrite` (replace it). A run folder carries the marker `deepcluster_run.json`, which lists every file
+# the project wrote there and how the run ended (`running`, `finished`, `stopped`, `failed` with its error); a folder
+# without it that holds anything is never touched, even with `overwrite`, and `overwrite` removes only the files the
+# marker lists (the report's included). `resume` without a checkpoint, `resume` with `overwrite`, and an empty
+# `out_dir` are refused. Every value (seed, threads, device, `out_dir` template, each method hyperparameter against
+# its declared type) is checked before the data is read. Checkpoints hold tensors and plain data only and are loaded with PyTorch's safe loader;
 # the previous checkpoint is kept beside the latest. Collapsed clusters, and a loss that explodes or stops moving,
 # are flagged in the progress output, `history.csv` and `metrics.json` (`stop_on_collapse=true` stops the run).
 #
 # A run folder (`out_dir`, default `runs/{method}_{dataset}_s{seed}`) holds `config.json` (the resolved
 # configuration), `history.csv`/`history.json` (losses per epoch, ACC/NMI/ARI and cluster usage at each evaluation),
-# `checkpoint.pt` (written atomically after every epoch), `metrics.json` (the final model's metrics — never a
+# `checkpoint.pt` (written atomically after every epoch), `deepcluster_run.json` (the marker), `metrics.json` (the final model's metrics — never a
 # best-by-label checkpoint), `training_curves.png` and `confusion.png`. The run report adds t-SNE maps, per-cluster
 # galleries, cluster sizes with a collapse warning, k-means on the learned features and the papers' numbers beside yours:
 #

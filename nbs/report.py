@@ -25,7 +25,7 @@
 import os, shutil, tempfile
 from pathlib import Path
 from IPython.display import Image, Markdown, display
-from deepcluster_nb.report import load_run, write_report, markdown_table
+from deepcluster_nb.report import load_run, write_report, markdown_table, check_report_params
 from deepcluster_nb.train import Trainer, TrainConfig
 
 # %% tags=["parameters"]
@@ -54,6 +54,7 @@ if not (run_dir or checkpoint) and os.environ.get("IN_TEST"):
     Trainer(TrainConfig(epochs=2, out_dir=run_dir, progress=False)).fit()
     tsne_samples = min(tsne_samples, 300)
 if isinstance(runs, str): runs = [r.strip() for r in runs.split(",") if r.strip()]
+check_report_params(tsne_samples, gallery_size, gallery_clusters, seed, device, runs)   # before anything is evaluated
 
 # %% [markdown]
 # ## The run

@@ -45,9 +45,11 @@ warmup_epochs: Optional[int] = None  # epochs of linear learning-rate warm-up fr
 seed: int = 0  # seeds Python, NumPy and torch; runs with one seed are identical on one machine
 device: str = "auto"  # "auto" (cuda if available), "cuda", "cuda:N" or "cpu"
 amp: Optional[bool] = None  # bf16 autocast (None: on for cuda, off on the CPU)
+channels_last: Optional[bool] = None  # channels-last memory format for the model and views (None: on for cuda)
+fused: Optional[bool] = None  # fused optimiser kernels (None: on for cuda; Adam and SGD have them on the CPU too)
 compile: bool = False  # torch.compile the backbone (falls back to eager, with a warning, if compiling fails)
 data_on_device: Optional[bool] = None  # keep the uint8 training set on the device (None: if it fits)
-threads: int = 0  # PyTorch CPU threads (0: PyTorch's default)
+threads: int = 0  # PyTorch CPU threads (0: one thread for the small CNN on the CPU, which never stalls on a busy machine; else PyTorch's default)
 out_dir: str = "runs/{method}_{dataset}_s{seed}"  # run folder for config, history, checkpoint, metrics and figures
 resume: bool = False  # continue the run in out_dir from its checkpoint
 overwrite: bool = False  # replace a run already in out_dir (otherwise the trainer refuses to touch it)
@@ -57,7 +59,7 @@ max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for tr
 max_minutes: float = 0  # stop after this many minutes of training (0: no limit); the run then ends as if finished
 subset: int = 0  # train on a random subset of this many images (0: all)
 unlabeled: Optional[bool] = None  # also train on the dataset's unlabelled images (STL-10's 100,000) where the method's paper does
-progress: bool = True  # show a progress bar
+progress: bool = True  # show a progress bar (off: one line per epoch)
 hparams: dict = {}  # method hyperparameters, e.g. {"tau_i": 0.5}
 
 # %% [markdown]

@@ -88,9 +88,11 @@ def test_resume_refuses_another_configuration(change, message, tmp_path):
     with pytest.raises(ConfigError, match=re.escape(message)):
         Trainer(TrainConfig(**{**dict(out_dir=d, epochs=2, resume=True, **QUICK), **change})).fit()
 
-def test_resume_without_checkpoint_says_so(tmp_path, capsys):
-    Trainer(TrainConfig(out_dir=str(tmp_path / "typo"), epochs=1, resume=True, **QUICK)).fit()
-    assert "resume: no checkpoint in" in capsys.readouterr().out
+def test_resume_without_checkpoint_says_so(tmp_path):
+    from deepcluster_nb.runs import RunFolderError
+    with pytest.raises(RunFolderError, match="typo does not exist: there is nothing to resume"):
+        Trainer(TrainConfig(out_dir=str(tmp_path / "typo"), epochs=1, resume=True, **QUICK))
+    assert not (tmp_path / "typo").exists()
 
 def test_damaged_checkpoint_falls_back_and_stale_tmp_is_removed(tmp_path):
     d = tmp_path / "run"
@@ -112,6 +114,10 @@ def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
     torch.save({"method": "cc", "dataset": "digits", "model": Payload()}, d / "checkpoint.pt")
     with pytest.raises(UnsafeCheckpoint, match="refusing to load"):
         load_checkpoint(d / "checkpoint.pt")
+    from deepcluster_nb.runs import RunFolderError, update_marker
+    with pytest.raises(RunFolderError, match="no run of this package wrote"):   # no marker: not ours, never read
+        Trainer(TrainConfig(out_dir=str(d), resume=True, epochs=1, **QUICK))
+    update_marker(d, ["checkpoint.pt"], status="finished")                   # a marked folder: read safely, refused
     with pytest.raises(UnsafeCheckpoint):
         Trainer(TrainConfig(out_dir=str(d), resume=True, epochs=1, **QUICK)).fit()
     from deepcluster_nb.report import load_run
@@ -130,7 +136,7 @@ def test_checkpoints_load_with_weights_only(tmp_path):
     (dict(weight_decay=-1), "weight_decay must be at least 0"), (dict(subset=-5), "subset must be 0 or more"),
     (dict(max_steps=-1), "max_steps must be 0 or more"), (dict(hparams={"tau_c": 0}), "temperature and must be positive"),
     (dict(method="cadec", subset=8, batch_size=4), "smaller than n_clusters"), (dict(image_size=2000), "4 to 1024 pixels"), (dict(momentum=1.5), "momentum must be in [0, 1)"),
-    (dict(image_size=1000, backbone="resnet50", stem="small", batch_size=256), "lower batch_size or image_size"),
+    (dict(image_size=1000, backbone="resnet50", stem="small", batch_size=256), "for a training step"),
 ])
 def test_numeric_fields_are_checked_before_training(kw, message, tmp_path):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -164,7 +170,7 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path):
     Trainer(TrainConfig(epochs=1, **base)).fit()
     tr = Trainer(TrainConfig(epochs=2, resume=True, **base))
     tr.method.hparams["tau_i"] = 0.0                                      # sabotage the loss after the checks
-    with pytest.raises(NonFiniteLoss, match="last good checkpoint"):
+    with pytest.raises(NonFiniteLoss, match="the checkpoint of epoch 1 is kept"):
         tr.fit()
     assert load_checkpoint(tmp_path / "checkpoint.pt")[0]["epoch"] == 1
 
@@ -186,8 +192,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     "Kill a CPU run with SIGKILL mid-training, resume it, and get exactly the metrics of an uninterrupted run."
     killed = tmp_path / "killed"
     code = ("import sys; from deepcluster_nb.train import Trainer, TrainConfig; "
-            f"Trainer(TrainConfig(out_dir=sys.argv[1], resume=True, **{RESUME_CFG!r})).fit()")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(killed)], cwd=ROOT)
+            f"Trainer(TrainConfig(out_dir=sys.argv[1], resume=sys.argv[2] == 'resume', **{RESUME_CFG!r})).fit()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(killed), "start"], cwd=ROOT)
     hist, t0 = killed / "history.json", time.time()
     while time.time() - t0 < 300:
         if hist.exists():
@@ -200,7 +206,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL); proc.wait()
     done = len(json.loads(hist.read_text()))
     assert 3 <= done < RESUME_CFG["epochs"] and not (killed / "metrics.json").exists()
-    resumed = subprocess.run([sys.executable, "-c", code, str(killed)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([sys.executable, "-c", code, str(killed), "resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
     whole = Trainer(TrainConfig(out_dir=str(tmp_path / "whole"), **RESUME_CFG)).fit()
