@@ -20,12 +20,13 @@ from .memory import training_step_memory, available_memory, memory_refusal
 
 # %% auto #0
 __all__ = ['GLOBAL_DEFAULTS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'OUT_DIR_KEYS', 'evaluate_clustering', 'RESUME_SAFE',
-           'TrainConfig', 'ConfigError', 'coerce_value', 'config_help', 'parameters_cell', 'config_from_namespace',
-           'dataset_key', 'run_folder_path', 'check_hparams', 'check_config', 'resolve_config', 'seed_everything',
-           'Trainer', 'pick_device', 'channel_stats', 'check_memory', 'compile_module', 'make_optimizer', 'lr_at',
-           'NonFiniteLoss', 'predict', 'write_json', 'atomic_save', 'save_checkpoint', 'UnsafeCheckpoint',
-           'load_checkpoint', 'config_changes', 'loss_alarm', 'Collapsed', 'use_data_on_device', 'host_batches',
-           'plot_history', 'plot_confusion', 'write_history']
+           'DEFAULT_CALLBACKS', 'QUIET', 'TrainConfig', 'ConfigError', 'coerce_value', 'config_help', 'parameters_cell',
+           'config_from_namespace', 'dataset_key', 'run_folder_path', 'check_hparams', 'check_config', 'resolve_config',
+           'seed_everything', 'Trainer', 'pick_device', 'channel_stats', 'check_memory', 'compile_module',
+           'make_optimizer', 'lr_at', 'NonFiniteLoss', 'predict', 'write_json', 'atomic_save', 'save_checkpoint',
+           'UnsafeCheckpoint', 'load_checkpoint', 'config_changes', 'loss_alarm', 'Collapsed', 'use_data_on_device',
+           'host_batches', 'plot_history', 'plot_confusion', 'Callback', 'Evaluate', 'Alarms', 'StopOnCollapse',
+           'write_history', 'Checkpoint', 'RunFolder', 'Progress']
 
 # %% ../nbs/07_train.ipynb #9901cff7
 @dataclass
@@ -273,12 +274,24 @@ def seed_everything(seed:int, *salt:int):
 class Trainer:
     "Train any registered method on any dataset: `Trainer(TrainConfig(...)).fit()` returns the final metrics."
     checks_run_folder = True   # False for a trainer that only evaluates a run (the report's)
-    def __init__(self, cfg:TrainConfig, data:ClusterData|None=None):
+    def __init__(self, cfg:TrainConfig, data:ClusterData|None=None,
+                 cbs:tuple=(), # callbacks added to the default ones (see *Fitting, one concern at a time*)
+                 remove:tuple=(), # callback classes to leave out, e.g. `remove=(Checkpoint,)`
+                ):
         self.setup_config(cfg, data)
         self.setup_data()
         self.setup_model()
         self.setup_optimizer()
+        self.setup_callbacks(cbs, remove)
         self.epoch, self.global_step, self.history = 0, 0, []
+
+# %% ../nbs/07_train.ipynb #e235eaa5
+@patch
+def event(self:Trainer, name:str, *args):
+    "Call `name` on every callback that defines it, in order."
+    for cb in self.cbs:
+        f = getattr(cb, name, None)
+        if f is not None: f(self, *args)
 
 # %% ../nbs/07_train.ipynb #8dd1549a
 def pick_device(name:str) -> torch.device:
@@ -435,7 +448,12 @@ def make_optimizer(method, # a `ClusterMethod`
     groups = method.param_groups(weight_decay)
     fused = torch.device(device).type == "cuda" if fused is None else bool(fused)
     if optimizer == "adam": return torch.optim.Adam(groups, lr=lr, fused=fused)
-    if optimizer == "sgd": return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused)
+        if fused and momentum:   # the fused kernel needs every momentum buffer once any exists: a method whose first
+            for g in opt.param_groups:   # pass trains only some heads (CRLC's STL-10 features pass) would crash it
+                for q in g["params"]: opt.state[q]["momentum_buffer"] = torch.zeros_like(q, memory_format=torch.preserve_format)
+        return opt
     raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
 
 @patch
@@ -511,6 +529,7 @@ def train_step(self:Trainer, idx:torch.Tensor, xb:torch.Tensor, head:str="main")
     views = [self.aug(xb) for _ in range(self.method.n_views)]
     if self.channels_last: views = [v.contiguous(memory_format=torch.channels_last) for v in views]
     raw = self.aug.eval_view(xb) if self.method.needs_raw else None
+    if raw is not None and self.channels_last: raw = raw.contiguous(memory_format=torch.channels_last)
     c = self.cfg
     if c.schedule != "constant" or c.warmup_epochs:
         lr = lr_at(self.global_step, self.total_steps, c.lr, c.schedule, c.warmup_epochs * self.epoch_steps)
@@ -559,6 +578,7 @@ def train_epoch(self:Trainer, bar=None) -> dict:
                 key = k if head == "main" else f"{head}/{k}"
                 sums[key] = sums.get(key, 0) + v.detach().float(); counts[key] = counts.get(key, 0) + 1
             if bar is not None: bar.update(1)
+            self.event("after_step")
             if self.out_of_budget(): break
         batches.close()
         if self.out_of_budget(): break
@@ -677,7 +697,7 @@ def config_changes(saved:dict, # the configuration in the checkpoint
 # %% ../nbs/07_train.ipynb #aad0b563
 @patch
 def start_run(self:Trainer):
-    "Claim the run folder (its rules were checked when the trainer was built), then resume from the checkpoint or start."
+    "Check the run-folder rules again (the `RunFolder` callback claims it), then resume from the checkpoint or start."
     c, d = self.cfg, self.out_dir
     mode = check_run_folder(d, c.resume, c.overwrite)          # again: the folder may have changed since
     ck_path = d / "checkpoint.pt"
@@ -691,11 +711,11 @@ def start_run(self:Trainer):
                               + "). Resume with the saved values, or start a new run (another out_dir, or overwrite=True)")
         self.load_state(ck)
         self.resumed_changes = safe
+        self.folder_mode_now = mode
         if self.is_main:
-            claim_run_folder(d, mode, method=c.method, dataset=str(c.dataset))
             print(f"resumed from {src} at epoch {self.epoch}" + (f"; changed: {', '.join(f'{k} {a!r} → {b!r}' for k, (a, b) in safe.items())}" if safe else ""))
         return
-    if self.is_main: claim_run_folder(d, mode, method=c.method, dataset=str(c.dataset))
+    self.folder_mode_now = mode
     seed_everything(c.seed, 10**6)
     self.method.on_train_start(self.x, self.aug, c.seed)
 
@@ -800,16 +820,85 @@ def plot_confusion(y_true, y_pred, classes:list, n_clusters:int, title:str=""):
 
 @patch
 def write_figures(self:Trainer):
-    "training_curves.png and confusion.png in the run folder (from the history and the last evaluation)."
+    "training_curves.png, and confusion.png after an evaluation, in the run folder; returns the file names."
     import matplotlib.pyplot as plt
     name = f"{self.cfg.method} on {Path(str(self.cfg.dataset)).stem}"
-    y, pred = self.eval_data.y, self.predictions["probs"].argmax(1)
-    acc = f": ACC {score_assignments(y, self.predictions['probs']).get('acc', float('nan')):.3f}" if (y >= 0).all() else ""
-    for fname, fig in (("training_curves.png", plot_history(self.history, name)),
-                       ("confusion.png", plot_confusion(y, pred, self.eval_data.classes, self.cfg.n_clusters, name + acc))):
-        fig.savefig(self.out_dir / fname, dpi=110); plt.close(fig)
+    figs = [("training_curves.png", lambda: plot_history(self.history, name))]
+    if getattr(self, "predictions", None) is not None:
+        y, pred = self.eval_data.y, self.predictions["probs"].argmax(1)
+        acc = f": ACC {score_assignments(y, self.predictions['probs'])['acc']:.3f}" if (y >= 0).any() else ""
+        figs.append(("confusion.png", lambda: plot_confusion(y, pred, self.eval_data.classes, self.cfg.n_clusters, name + acc)))
+    for fname, draw in figs:
+        fig = draw(); fig.savefig(self.out_dir / fname, dpi=110); plt.close(fig)
+    return [f for f, _ in figs]
 
 # %% ../nbs/07_train.ipynb #36b13fe1
+class Callback:
+    "A concern of the training loop: define methods named after the events (before_fit, before_epoch, after_step, after_epoch, after_fit, on_exception); lower `order` runs first."
+    order = 0
+    def __repr__(self): return type(self).__name__
+
+@patch
+def fit(self:Trainer) -> dict:
+    "Train (or resume) to the configured number of epochs, the callbacks doing the rest; return the final metrics."
+    c = self.cfg
+    self.start_run()
+    self.t0, self.say = time.time(), print
+    self.deadline = time.time() + 60 * c.max_minutes if c.max_minutes else None
+    try:
+        self.event("before_fit")
+        while self.epoch < c.epochs and not self.out_of_budget():
+            self.event("before_epoch")
+            stats = self.train_epoch()
+            self.epoch += 1
+            self.last = self.epoch == c.epochs or self.out_of_budget()
+            self.rec = {"epoch": self.epoch, "step": self.global_step, **stats, "time_s": round(time.time() - self.t0, 2)}
+            self.history.append(self.rec)
+            self.event("after_epoch")
+        self.metrics = {"method": c.method, "dataset": str(c.dataset), "epochs": self.epoch, "steps": self.global_step,
+                        "checkpoint": str(self.out_dir / "checkpoint.pt"), "train_seconds": round(time.time() - self.t0, 1),
+                        "world_size": self.world_size}
+        self.event("after_fit")
+    except BaseException as e:
+        self.event("on_exception", e)
+        raise
+    return self.metrics
+
+# %% ../nbs/07_train.ipynb #6bc8e92e
+class Evaluate(Callback):
+    "Score the cluster head every `eval_every` epochs and at the end; flag collapsed clusters; the final scores go into the metrics."
+    order = 10
+    def after_epoch(self, tr):
+        c = tr.cfg
+        if not tr.is_main or not ((c.eval_every and tr.epoch % c.eval_every == 0) or tr.last): return
+        ev = tr.evaluate()
+        tr.rec.update({k: v for k, v in ev.items() if k not in ("cluster_sizes", "collapse")})
+        if ev["collapsed"]: tr.rec["alarm"] = "collapsed: " + "; ".join(ev["collapse"])
+    def after_fit(self, tr):
+        if tr.is_main: tr.metrics = {**tr.evaluate(), **tr.metrics}
+
+# %% ../nbs/07_train.ipynb #6538ab7e
+class Alarms(Callback):
+    "Flag a loss that explodes or stalls (beside the evaluation's collapse flag), warn, and list every alarm in the metrics."
+    order = 20
+    def before_fit(self, tr): self.alarms = [h["alarm"] for h in tr.history if h.get("alarm")]
+    def after_epoch(self, tr):
+        la = loss_alarm([h["loss"] for h in tr.history if "loss" in h]) if "loss" in tr.rec else None
+        if la: tr.rec["alarm"] = (tr.rec["alarm"] + "; " if tr.rec.get("alarm") else "") + f"loss {la}"
+        if tr.rec.get("alarm"):
+            self.alarms.append(tr.rec["alarm"])
+            if tr.is_main: tr.say(f"WARNING epoch {tr.epoch}: {tr.rec['alarm']}")
+    def after_fit(self, tr):
+        if tr.is_main: tr.metrics["alarms"] = self.alarms
+
+class StopOnCollapse(Callback):
+    "With `stop_on_collapse=True`, end the run (keeping its checkpoint) at the first alarm."
+    order = 90
+    def after_epoch(self, tr):
+        if tr.cfg.stop_on_collapse and tr.rec.get("alarm"):
+            raise Collapsed(f"stopped at epoch {tr.epoch} ({tr.rec['alarm']}); the checkpoint is kept in {tr.out_dir}")
+
+# %% ../nbs/07_train.ipynb #5217b058
 def write_history(history:list, out_dir):
     "The per-epoch history as history.json and history.csv (scalar columns)."
     out_dir = Path(out_dir); write_json(history, out_dir / "history.json")
@@ -830,68 +919,76 @@ def write_config(self:Trainer):
                 "n_eval": len(self.eval_data), "device": str(self.device), "world_size": self.world_size,
                 "torch": torch.__version__, "resumed": prev}, d)
 
+# %% ../nbs/07_train.ipynb #708d5339
+class Checkpoint(Callback):
+    "Save the checkpoint and the history after every epoch (process 0)."
+    order = 50
+    def after_epoch(self, tr):
+        if not tr.is_main: return
+        save_checkpoint(tr.state(finished=tr.last), tr.out_dir / "checkpoint.pt")
+        write_history(tr.history, tr.out_dir)
+        if read_marker(tr.out_dir) is not None:
+            update_marker(tr.out_dir, ["checkpoint.pt", "checkpoint.prev.pt", "history.json", "history.csv"], epoch=tr.epoch)
+
+class RunFolder(Callback):
+    "Claim the run folder, write config.json, metrics.json and the figures, and keep the marker's status (process 0)."
+    order = 60
+    def before_fit(self, tr):
+        if not tr.is_main: return
+        claim_run_folder(tr.out_dir, tr.folder_mode_now, method=tr.cfg.method, dataset=str(tr.cfg.dataset))
+        tr.write_config(); update_marker(tr.out_dir, ["config.json"])
+    def after_fit(self, tr):
+        if not tr.is_main: return
+        write_json(tr.metrics, tr.out_dir / "metrics.json")
+        figures = tr.write_figures()
+        update_marker(tr.out_dir, ["metrics.json", *figures], status="finished", epoch=tr.epoch)
+    def on_exception(self, tr, e):
+        if tr.is_main and read_marker(tr.out_dir) is not None:
+            status = "stopped" if isinstance(e, (KeyboardInterrupt, Collapsed)) else "failed"
+            update_marker(tr.out_dir, status=status, epoch=tr.epoch, error=f"{type(e).__name__}: {str(e).strip()[:300]}")
+
+# %% ../nbs/07_train.ipynb #1ced8248
 @patch
 def epoch_line(self:Trainer, rec:dict) -> str:
-    "One line per epoch for runs without a progress bar (a papermill run with --log-output shows them)."
+    "One line for an epoch's record: epoch, step, loss, the scores when evaluated, the time."
     c = self.cfg
     bits = [f"epoch {rec['epoch']}/{c.epochs}", f"step {rec['step']}/{self.total_steps}"]
     if "loss" in rec: bits.append(f"loss {rec['loss']:.4f}")
     if "acc" in rec: bits.append(f"ACC {rec['acc']:.3f} NMI {rec['nmi']:.3f} ARI {rec['ari']:.3f}")
     return f"{c.method} on {Path(str(c.dataset)).stem}: " + ", ".join(bits) + f" ({rec['time_s']:.0f} s)"
 
-@patch
-def fit(self:Trainer) -> dict:
-    "Train (or resume) to the configured number of epochs; write history, checkpoints, metrics and figures; return the final metrics."
-    c, main = self.cfg, self.is_main
-    self.start_run()
-    try: return self._fit()
-    except BaseException as e:
-        if main and (self.out_dir / RUN_MARKER).exists():
-            status = "stopped" if isinstance(e, (KeyboardInterrupt, Collapsed)) else "failed"
-            update_marker(self.out_dir, status=status, epoch=self.epoch, error=f"{type(e).__name__}: {str(e).strip()[:300]}")
-        raise
+class Progress(Callback):
+    "A tqdm bar over the run's steps, or one line per epoch when `progress=False` (process 0)."
+    order = 80
+    bar = None   # until fit starts (train_epoch may be called on its own)
+    def before_fit(self, tr):
+        from tqdm.auto import tqdm
+        c = tr.cfg
+        self.bar = tqdm(total=tr.total_steps, initial=min(tr.global_step, tr.total_steps), desc=f"{c.method} on {Path(str(c.dataset)).stem}",
+                        mininterval=2, dynamic_ncols=True) if c.progress and tr.is_main else None
+        if self.bar is not None: tr.say = self.bar.write
+    def after_step(self, tr):
+        if self.bar is not None: self.bar.update(1)
+    def after_epoch(self, tr):
+        if not tr.is_main: return
+        if self.bar is None: print(tr.epoch_line(tr.rec), flush=True)
+        else: self.bar.set_postfix(loss=f"{tr.rec.get('loss', float('nan')):.3f}", acc=f"{tr.rec.get('acc', float('nan')):.3f}")
+    def after_fit(self, tr):
+        if self.bar is not None: self.bar.close()
+    on_exception = lambda self, tr, e: self.after_fit(tr)
+
+# %% ../nbs/07_train.ipynb #cd5d1041
+DEFAULT_CALLBACKS = (Evaluate, Alarms, Checkpoint, RunFolder, Progress, StopOnCollapse)
+QUIET = (Evaluate, Alarms, Checkpoint, RunFolder, Progress)
 
 @patch
-def _fit(self:Trainer) -> dict:
-    from tqdm.auto import tqdm
-    c, main = self.cfg, self.is_main
-    if main: self.write_config(); update_marker(self.out_dir, ["config.json"])
-    ck_path = self.out_dir / "checkpoint.pt"
-    bar = tqdm(total=self.total_steps, initial=min(self.global_step, self.total_steps), desc=f"{c.method} on {Path(str(c.dataset)).stem}",
-               disable=not (c.progress and main), mininterval=2, dynamic_ncols=True)
-    say = bar.write if c.progress and main else print
-    t0, alarms = time.time(), [h["alarm"] for h in self.history if h.get("alarm")]
-    self.deadline = time.time() + 60 * c.max_minutes if c.max_minutes else None
-    while self.epoch < c.epochs and not self.out_of_budget():
-        stats = self.train_epoch(bar)
-        self.epoch += 1
-        rec = {"epoch": self.epoch, "step": self.global_step, **stats, "time_s": round(time.time() - t0, 2)}
-        last = self.epoch == c.epochs or self.out_of_budget()
-        if main and ((c.eval_every and self.epoch % c.eval_every == 0) or last):
-            ev = self.evaluate()
-            rec.update({k: v for k, v in ev.items() if k not in ("cluster_sizes", "collapse")})
-            bar.set_postfix(loss=f"{stats.get('loss', float('nan')):.3f}", acc=f"{rec.get('acc', float('nan')):.3f}")
-            if ev["collapsed"]: rec["alarm"] = "collapsed: " + "; ".join(ev["collapse"])
-        la = loss_alarm([h["loss"] for h in self.history if "loss" in h] + [stats["loss"]]) if "loss" in stats else None
-        if la: rec["alarm"] = (rec.get("alarm", "") + "; " if rec.get("alarm") else "") + f"loss {la}"
-        self.history.append(rec)
-        if main:
-            save_checkpoint(self.state(finished=last), ck_path)
-            write_history(self.history, self.out_dir)
-            update_marker(self.out_dir, ["checkpoint.pt", "checkpoint.prev.pt", "history.json", "history.csv"], epoch=self.epoch)
-            if not c.progress: print(self.epoch_line(rec), flush=True)
-        if rec.get("alarm"):
-            alarms.append(rec["alarm"])
-            if main: say(f"WARNING epoch {self.epoch}: {rec['alarm']}")
-            if c.stop_on_collapse:
-                bar.close()
-                raise Collapsed(f"stopped at epoch {self.epoch} ({rec['alarm']}); the checkpoint is kept in {self.out_dir}")
-    bar.close()
-    metrics = {"method": c.method, "dataset": str(c.dataset), "epochs": self.epoch, "steps": self.global_step,
-               "checkpoint": str(ck_path), "train_seconds": round(time.time() - t0, 1), "world_size": self.world_size}
-    if main:
-        metrics = {**self.evaluate(), **metrics, "alarms": alarms}
-        write_json(metrics, self.out_dir / "metrics.json")
-        self.write_figures()
-        update_marker(self.out_dir, ["metrics.json", "training_curves.png", "confusion.png"], status="finished", epoch=self.epoch)
-    return metrics
+def default_callbacks(self:Trainer) -> list:
+    "One instance of each default callback."
+    return [cb() for cb in DEFAULT_CALLBACKS]
+
+@patch
+def setup_callbacks(self:Trainer, cbs:tuple=(), remove:tuple=()):
+    "The default callbacks less the classes in `remove`, plus `cbs`, sorted by order."
+    unknown = [r for r in remove if not (isinstance(r, type) and issubclass(r, Callback))]
+    if unknown: raise ConfigError(f"remove takes callback classes, got {unknown}")
+    self.cbs = sorted([cb for cb in self.default_callbacks() if not isinstance(cb, tuple(remove))] + list(cbs), key=lambda cb: cb.order)
