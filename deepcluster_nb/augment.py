@@ -58,7 +58,7 @@ class AugmentConfig:
 def cc_recipe(dataset:str, # a dataset key: "cifar10", "stl10", "imagenet10", "digits", ...
               size:int, # output side S
              ) -> AugmentConfig:
-    "CC's augmentation for a benchmark (the digits variant for the small grey digit datasets)."
+    "CC's augmentation for a benchmark, strengths from its official code (the digits variant for the small grey digit datasets)."
     if dataset in ("digits", "mnist", "usps"): return AugmentConfig(kind="digits", size=size)
     s = 1.0 if dataset in ("stl10", "imagenet10", "imagenet_dogs") else 0.5
     blur = 0.5 if dataset in ("imagenet10", "imagenet_dogs") else 0.0

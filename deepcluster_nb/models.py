@@ -202,6 +202,7 @@ class ClusterMethod(nn.Module):
     train_heads: tuple = ("main",)  # passes over the data per epoch
     unlabeled_heads: dict = {}      # head -> "unlabeled" or "all": extra passes over unlabelled images (TrainConfig.unlabeled)
     column_contrast: bool = False   # the loss contrasts the K columns of a batch: batch_size >= K
+    amp: bool = False               # the run's bf16 autocast (set by the trainer), for work outside the training step
 
     def __init__(self, backbone:nn.Module, feat_dim:int, n_clusters:int, **hparams):
         super().__init__()

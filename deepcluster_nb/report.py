@@ -18,12 +18,13 @@ from .train import Trainer, TrainConfig, predict, plot_history, plot_confusion, 
 from .runs import read_marker, update_marker
 
 # %% auto #0
-__all__ = ['EVALUATIONS', 'SETTINGS_FIELDS', 'CHECKPOINT_KEYS', 'SUMMARY_KEYS', 'paper_results', 'paper_info', 'settings_matrix',
-           'grid_summary', 'print_grid_summary', 'find_checkpoint', 'RunMismatch', 'EvalTrainer', 'Run', 'load_run',
-           'run_outputs', 'clustering_metrics', 'save_figure', 'plot_cluster_sizes', 'tsne_embedding',
-           'cluster_colours', 'plot_tsne', 'gallery_indices', 'plot_gallery', 'cluster_gallery', 'comparison_rows',
-           'markdown_table', 'summarize_reports', 'run_info', 'run_summary', 'report_figures', 'check_report_params',
-           'write_report']
+__all__ = ['EVALUATIONS', 'SETTINGS_FIELDS', 'GRID_METHODS', 'GRID_DATASETS', 'GRID_SEEDS', 'CHECKPOINT_KEYS', 'SUMMARY_KEYS',
+           'paper_results', 'paper_info', 'settings_matrix', 'settings_hash', 'grid_run_id', 'grid_rows',
+           'summarise_grid', 'grid_summary', 'print_grid_summary', 'find_checkpoint', 'RunMismatch', 'EvalTrainer',
+           'Run', 'load_run', 'run_outputs', 'clustering_metrics', 'save_figure', 'plot_cluster_sizes',
+           'tsne_embedding', 'cluster_colours', 'plot_tsne', 'gallery_indices', 'plot_gallery', 'cluster_gallery',
+           'comparison_rows', 'markdown_table', 'summarize_reports', 'run_info', 'run_summary', 'report_figures',
+           'check_report_params', 'write_report']
 
 # %% ../nbs/A2_report.ipynb #693f1316
 EVALUATIONS = {"head": "cluster head", "kmeans": "k-means on features"}
@@ -63,30 +64,86 @@ def settings_matrix(methods=None, # methods (default: every registered one)
     return rows
 
 # %% ../nbs/A2_report.ipynb #0aceb78a
-def grid_summary(method:str|None=None, # one method, or None for all
-                 grid="results/cpu_grid.csv", # the results notebook's CSV (path relative to nbs/, where chapters run)
-                 kmeans="results/kmeans_pixels.csv", # its k-means-on-pixels CSV
-                ):
-    "Per (dataset, method): runs, epochs, ACC mean/std/worst/best, NMI and ARI means, and k-means on raw pixels (ACC)."
+GRID_METHODS = ("cc", "dcdc", "crlc", "tcc", "cadec")   # the results notebook's default methods
+GRID_DATASETS = ("digits", "usps", "mnist_test")       # ... its CPU datasets
+GRID_SEEDS = {"digits": (0, 1, 2, 3, 4), "usps": (0, 1, 2), "mnist_test": (0, 1, 2)}   # ... and each one's seeds
+
+def settings_hash(method:str, # a registered method
+                  dataset:str, # a dataset name (its settings key is looked up)
+                 ) -> str: # 8 hex digits
+    "A short hash of the method's settings for the dataset: a re-tuned table makes its runs new runs."
+    import hashlib
+    from deepcluster_nb.train import dataset_key
+    from deepcluster_nb.augment import cc_recipe
+    key = dataset_key(dataset); table = get_method(method).settings.resolve(key)
+    table = {**table, "augment": asdict(table.get("augment", cc_recipe)(key, 0))}   # the recipe's values, not its name
+    return hashlib.sha1(json.dumps(table, sort_keys=True, default=lambda o: getattr(o, "__name__", str(o))).encode()).hexdigest()[:8]
+
+def grid_run_id(method:str, dataset:str, seed:int,
+                epochs="", # the grid's epoch override for this dataset ("": the settings table's)
+                overrides:dict|None=None, # extra training parameters of every run
+                settings:str|None=None, # the settings hash, when already computed (None: `settings_hash`)
+               ) -> str:
+    "The identity of a run of the results grid: method, dataset, seed, epochs, overrides and the settings hash."
+    settings = settings or settings_hash(method, dataset)
+    return f"{method}|{dataset}|{seed}|{epochs}|{json.dumps(overrides or {}, sort_keys=True)}|{settings}"
+
+def grid_rows(rows, # the results CSV as a DataFrame
+              methods=GRID_METHODS, # methods to keep
+              datasets=GRID_DATASETS, # datasets to keep
+              seeds:dict=GRID_SEEDS, # dataset -> its seeds
+              epochs:dict|None=None, # dataset -> the grid's epoch override (none: the settings tables')
+              overrides:dict|None=None, # the grid's extra training parameters
+             ):
+    "The rows that count: runs of these methods, datasets and seeds whose run_id is the one the code at hand gives them."
+    epochs, hashes = epochs or {}, {}
+    def current(m, d, s):
+        if (m, d) not in hashes: hashes[m, d] = settings_hash(m, d)
+        return grid_run_id(m, d, s, epochs.get(d, ""), overrides, hashes[m, d])
+    keep = [m in set(methods) and d in set(datasets) and int(s) in set(seeds.get(d, ())) and rid == current(m, d, int(s))
+            for m, d, s, rid in zip(rows["method"], rows["dataset"], rows["seed"], rows["run_id"])]
+    return rows[np.array(keep, dtype=bool)]
+
+# %% ../nbs/A2_report.ipynb #be006888
+def _in_order(values) -> str:
+    "The distinct non-empty values, in the order they first appear, joined by commas."
+    return ", ".join(dict.fromkeys(str(v) for v in values if isinstance(v, str) and v))
+
+def summarise_grid(rows, # rows of the results CSV (already filtered by `grid_rows`)
+                   kmeans_acc=None, # dataset -> ACC of k-means on the raw pixels (a Series or dict), or None
+                  ):
+    "Per (dataset, method): runs, epochs, ACC mean/std/worst/best, NMI and ARI means, collapsed runs, minutes, commits."
     import pandas as pd
-    rows = pd.read_csv(grid)
-    if method: rows = rows[rows["method"] == method]
     g = rows.groupby(["dataset", "method"], sort=False)
     out = pd.DataFrame({"runs": g.size(), "epochs": g["epochs"].max(), "acc_mean": g["acc"].mean(),
                         "acc_std": g["acc"].std(ddof=1).fillna(0), "acc_worst": g["acc"].min(), "acc_best": g["acc"].max(),
                         "nmi_mean": g["nmi"].mean(), "ari_mean": g["ari"].mean(), "collapsed_runs": g["collapsed"].sum(),
-                        "minutes_per_run": g["wall_seconds"].mean() / 60}).reset_index()
-    if Path(kmeans).exists(): out["kmeans_pixels_acc"] = out["dataset"].map(pd.read_csv(kmeans).groupby("dataset")["acc"].mean())
+                        "minutes_per_run": g["wall_seconds"].mean() / 60,
+                        "commits": g["commit"].agg(_in_order) if "commit" in rows else ""}).reset_index()
+    if kmeans_acc is not None: out["kmeans_pixels_acc"] = out["dataset"].map(kmeans_acc)
     return out
 
-# %% ../nbs/A2_report.ipynb #be006888
+def grid_summary(method:str|None=None, # one method, or None for all
+                 grid="results/cpu_grid.csv", # the results notebook's CSV (path relative to nbs/, where chapters run)
+                 kmeans="results/kmeans_pixels.csv", # its k-means-on-pixels CSV
+                 **select, # `grid_rows` arguments (default: the results notebook's methods, datasets and seeds)
+                ):
+    "The results grid's summary (`summarise_grid`) of the rows that count (`grid_rows`), beside k-means on raw pixels."
+    import pandas as pd
+    rows = grid_rows(pd.read_csv(grid, dtype={"commit": str, "torch": str}), **select)
+    if method: rows = rows[rows["method"] == method]
+    km = pd.read_csv(kmeans).groupby("dataset")["acc"].mean() if Path(kmeans).exists() else None
+    return summarise_grid(rows, km)
+
+# %% ../nbs/A2_report.ipynb #9438392a
 def print_grid_summary(summary):
-    "One line per row of `grid_summary`: seeds, ACC mean ± std, the worst seed, and whether it beats k-means on pixels."
+    "One line per row of `grid_summary`: seeds, ACC mean ± std, the worst seed, whether it beats k-means on pixels, commits."
     for r in summary.itertuples():
         km = getattr(r, "kmeans_pixels_acc", float("nan"))
         verdict = "above" if r.acc_worst > km else "not above" if km == km else "no baseline for"
         print(f"{r.method} on {r.dataset}: {r.runs} seeds, ACC {r.acc_mean:.3f} ± {r.acc_std:.3f}, worst seed {r.acc_worst:.3f} "
-              f"({verdict} k-means on raw pixels, {km:.3f}); {r.collapsed_runs} collapsed; {r.minutes_per_run:.1f} min per run")
+              f"({verdict} k-means on raw pixels, {km:.3f}); {r.collapsed_runs} collapsed; {r.minutes_per_run:.1f} min per run"
+              + (f"; rows from commit{'s' if ',' in r.commits else ''} {r.commits}" if r.commits else ""))
 
 # %% ../nbs/A2_report.ipynb #2f7f4165
 def find_checkpoint(run:str|Path, # a run directory holding checkpoint.pt, or a checkpoint file

@@ -434,6 +434,7 @@ def setup_model(self:Trainer):
     backbone, feat_dim = make_backbone(c.backbone, self.train_data.x.shape[1], c.stem == "small", c.image_size)
     self.method = get_method(c.method)(backbone, feat_dim, c.n_clusters, **c.hparams).to(self.device)
     if self.channels_last: self.method = self.method.to(memory_format=torch.channels_last)
+    self.method.amp = self.amp                   # for what a method computes outside its step (CADEC's k-means features)
     if c.compile: compile_module(self.method.backbone)
     self.step_fn = self.method.training_step     # the data-parallel trainer puts DDP in between
 

@@ -39,6 +39,14 @@ from deepcluster_nb.memory import training_step_memory, available_memory, memory
 import tempfile
 from deepcluster_nb.models import available_methods
 from deepcluster_nb.cc import CC
+from torch._dynamo.backends.common import aot_autograd
+
+# %% [markdown]
+# The chapter's trainers that are built but never fitted point to folders under one temporary directory (building a
+# trainer checks its run folder: a `runs/` left by another run in this directory must not matter here).
+
+# %%
+_runs = Path(tempfile.mkdtemp())
 
 # %%
 _data = load_dataset("digits")
@@ -626,6 +634,7 @@ def setup_model(self:Trainer):
     backbone, feat_dim = make_backbone(c.backbone, self.train_data.x.shape[1], c.stem == "small", c.image_size)
     self.method = get_method(c.method)(backbone, feat_dim, c.n_clusters, **c.hparams).to(self.device)
     if self.channels_last: self.method = self.method.to(memory_format=torch.channels_last)
+    self.method.amp = self.amp                   # for what a method computes outside its step (CADEC's k-means features)
     if c.compile: compile_module(self.method.backbone)
     self.step_fn = self.method.training_step     # the data-parallel trainer puts DDP in between
 
@@ -659,7 +668,7 @@ def setup_optimizer(self:Trainer):
 # The configuration of the quick start, and the pieces it resolves to:
 
 # %%
-_tr = Trainer(TrainConfig(method="cc", dataset="digits", progress=False), _data)
+_tr = Trainer(TrainConfig(method="cc", dataset="digits", progress=False, out_dir=str(_runs / "quick")), _data)
 test_eq((_tr.cfg.backbone, _tr.cfg.batch_size, _tr.aug_cfg.kind, type(_tr.method).__name__, type(_tr.opt).__name__),
         ("small_cnn", 128, "digits", "CC", "Adam"))
 test_eq(_tr.x.dtype, torch.uint8)
@@ -667,7 +676,7 @@ _rows = {r["setting"]: r for r in _tr.settings_table()}
 test_eq((_rows["progress"]["from"], _rows["n_clusters"]["from"]), ("given", "the data"))
 test_eq(_rows["lr"]["value"], 2e-3); assert _rows["lr"]["from"].startswith("ours")     # CC's table, digits row
 test_eq((_rows["data_root"]["from"], _rows["protocol"]["from"]), ("trainer default", "trainer default"))
-test_fail(lambda: Trainer(TrainConfig(image_size=1000, batch_size=1024, backbone="resnet50", stem="small"), _data),
+test_fail(lambda: Trainer(TrainConfig(image_size=1000, batch_size=1024, backbone="resnet50", stem="small", out_dir=str(_runs / "big")), _data),
           contains="for a training step")
 _est = _tr.memory_estimate()
 assert 0 < _est["total"] < 2**30 and _est["method"] == "cc"        # the quick start's step: well under a GiB
@@ -825,17 +834,17 @@ def train_epoch(self:Trainer, bar=None) -> dict:
 # %%
 _extra = ImageData(_data.train.x[:256].clone(), np.full(256, -1), _data.train.classes, "extra")
 _with_extra = ClusterData(_data.train, _data.eval, 10, "digits", extra=_extra)
-_tu = Trainer(TrainConfig(unlabeled=True, progress=False), _with_extra)
+_tu = Trainer(TrainConfig(unlabeled=True, progress=False, out_dir=str(_runs / "extra")), _with_extra)
 test_eq([(h, len(x)) for h, x in _tu.passes], [("instance", 256), ("main", 1797)])
 test_eq(_tu.epoch_steps, 256 // 128 + 1797 // 128)
 test_eq(set(_tu.train_epoch()), {"loss", "instance", "cluster", "instance/loss", "instance/instance"})
-test_fail(lambda: Trainer(TrainConfig(unlabeled=True, progress=False), _data), contains="has no unlabelled images")
+test_fail(lambda: Trainer(TrainConfig(unlabeled=True, progress=False, out_dir=str(_runs / "extra")), _data), contains="has no unlabelled images")
 
 # %% [markdown]
 # The check: with the trainer's seeding, the smallest loop and the trainer's epochs are the same computation.
 
 # %%
-_cfg = TrainConfig(method="cc", dataset="digits", subset=512, epochs=2, progress=False)
+_cfg = TrainConfig(method="cc", dataset="digits", subset=512, epochs=2, progress=False, out_dir=str(_runs / "cfg"))
 _tr = Trainer(_cfg, _data)
 _trainer_losses = [(_tr.train_epoch()["loss"], setattr(_tr, "epoch", _tr.epoch + 1))[0] for _ in range(2)]
 seed_everything(0)
@@ -1201,7 +1210,6 @@ with warnings.catch_warnings(record=True) as _w:
     warnings.simplefilter("always"); _out2 = _bb2(_xc)
 test_close(_out2, _ref2, eps=1e-6); assert any("running it eagerly" in str(w.message) for w in _w)
 # a backward that cannot compile (its compiler raises) is caught at the first training call too, not in loss.backward()
-from torch._dynamo.backends.common import aot_autograd
 def _fw_only(gm, example_inputs): return gm.forward
 def _no_bw(gm, example_inputs): raise RuntimeError("no backward compiler")
 _bb3, _ = make_backbone("small_cnn", 1); _bb3.train()

@@ -167,43 +167,122 @@ pd.DataFrame(settings_matrix(datasets=["cifar10"])).set_index("method").drop(col
 # The results notebook (`nbs/results.ipynb`) trains every method on the CPU datasets for several seeds and keeps a
 # CSV row per run, with the k-means baseline on raw pixels in a second CSV. The method chapters quote their numbers
 # from there, through this summary, rather than from a run of their own on one seed.
+#
+# Which rows count is decided once, here, for the chapters and for the results notebook (which writes the README's
+# table) alike. A row counts when it is a run of the grid's methods, datasets and seeds, and when its `run_id` is the
+# one the code at hand gives that run: the id ends with a hash of the method's settings for the dataset (the values
+# of its settings table, the augmentation recipe's values included), so a row trained under a table that has since
+# changed no longer counts. Each new row also records the torch version, the commit checked out when its worker
+# started and the settings hash that worker computed (rows of older grids have an empty torch cell, no settings hash
+# of their own, and the commit checked out when the row was written); the summary lists the commits of its rows. What
+# the summary shows is therefore the committed data: runs recorded at the commits it names, which the code at hand
+# only selects.
 
 # %%
 #| export
-def grid_summary(method:str|None=None, # one method, or None for all
-                 grid="results/cpu_grid.csv", # the results notebook's CSV (path relative to nbs/, where chapters run)
-                 kmeans="results/kmeans_pixels.csv", # its k-means-on-pixels CSV
-                ):
-    "Per (dataset, method): runs, epochs, ACC mean/std/worst/best, NMI and ARI means, and k-means on raw pixels (ACC)."
+GRID_METHODS = ("cc", "dcdc", "crlc", "tcc", "cadec")   # the results notebook's default methods
+GRID_DATASETS = ("digits", "usps", "mnist_test")       # ... its CPU datasets
+GRID_SEEDS = {"digits": (0, 1, 2, 3, 4), "usps": (0, 1, 2), "mnist_test": (0, 1, 2)}   # ... and each one's seeds
+
+def settings_hash(method:str, # a registered method
+                  dataset:str, # a dataset name (its settings key is looked up)
+                 ) -> str: # 8 hex digits
+    "A short hash of the method's settings for the dataset: a re-tuned table makes its runs new runs."
+    import hashlib
+    from deepcluster_nb.train import dataset_key
+    from deepcluster_nb.augment import cc_recipe
+    key = dataset_key(dataset); table = get_method(method).settings.resolve(key)
+    table = {**table, "augment": asdict(table.get("augment", cc_recipe)(key, 0))}   # the recipe's values, not its name
+    return hashlib.sha1(json.dumps(table, sort_keys=True, default=lambda o: getattr(o, "__name__", str(o))).encode()).hexdigest()[:8]
+
+def grid_run_id(method:str, dataset:str, seed:int,
+                epochs="", # the grid's epoch override for this dataset ("": the settings table's)
+                overrides:dict|None=None, # extra training parameters of every run
+                settings:str|None=None, # the settings hash, when already computed (None: `settings_hash`)
+               ) -> str:
+    "The identity of a run of the results grid: method, dataset, seed, epochs, overrides and the settings hash."
+    settings = settings or settings_hash(method, dataset)
+    return f"{method}|{dataset}|{seed}|{epochs}|{json.dumps(overrides or {}, sort_keys=True)}|{settings}"
+
+def grid_rows(rows, # the results CSV as a DataFrame
+              methods=GRID_METHODS, # methods to keep
+              datasets=GRID_DATASETS, # datasets to keep
+              seeds:dict=GRID_SEEDS, # dataset -> its seeds
+              epochs:dict|None=None, # dataset -> the grid's epoch override (none: the settings tables')
+              overrides:dict|None=None, # the grid's extra training parameters
+             ):
+    "The rows that count: runs of these methods, datasets and seeds whose run_id is the one the code at hand gives them."
+    epochs, hashes = epochs or {}, {}
+    def current(m, d, s):
+        if (m, d) not in hashes: hashes[m, d] = settings_hash(m, d)
+        return grid_run_id(m, d, s, epochs.get(d, ""), overrides, hashes[m, d])
+    keep = [m in set(methods) and d in set(datasets) and int(s) in set(seeds.get(d, ())) and rid == current(m, d, int(s))
+            for m, d, s, rid in zip(rows["method"], rows["dataset"], rows["seed"], rows["run_id"])]
+    return rows[np.array(keep, dtype=bool)]
+
+# %%
+#| export
+def _in_order(values) -> str:
+    "The distinct non-empty values, in the order they first appear, joined by commas."
+    return ", ".join(dict.fromkeys(str(v) for v in values if isinstance(v, str) and v))
+
+def summarise_grid(rows, # rows of the results CSV (already filtered by `grid_rows`)
+                   kmeans_acc=None, # dataset -> ACC of k-means on the raw pixels (a Series or dict), or None
+                  ):
+    "Per (dataset, method): runs, epochs, ACC mean/std/worst/best, NMI and ARI means, collapsed runs, minutes, commits."
     import pandas as pd
-    rows = pd.read_csv(grid)
-    if method: rows = rows[rows["method"] == method]
     g = rows.groupby(["dataset", "method"], sort=False)
     out = pd.DataFrame({"runs": g.size(), "epochs": g["epochs"].max(), "acc_mean": g["acc"].mean(),
                         "acc_std": g["acc"].std(ddof=1).fillna(0), "acc_worst": g["acc"].min(), "acc_best": g["acc"].max(),
                         "nmi_mean": g["nmi"].mean(), "ari_mean": g["ari"].mean(), "collapsed_runs": g["collapsed"].sum(),
-                        "minutes_per_run": g["wall_seconds"].mean() / 60}).reset_index()
-    if Path(kmeans).exists(): out["kmeans_pixels_acc"] = out["dataset"].map(pd.read_csv(kmeans).groupby("dataset")["acc"].mean())
+                        "minutes_per_run": g["wall_seconds"].mean() / 60,
+                        "commits": g["commit"].agg(_in_order) if "commit" in rows else ""}).reset_index()
+    if kmeans_acc is not None: out["kmeans_pixels_acc"] = out["dataset"].map(kmeans_acc)
     return out
+
+def grid_summary(method:str|None=None, # one method, or None for all
+                 grid="results/cpu_grid.csv", # the results notebook's CSV (path relative to nbs/, where chapters run)
+                 kmeans="results/kmeans_pixels.csv", # its k-means-on-pixels CSV
+                 **select, # `grid_rows` arguments (default: the results notebook's methods, datasets and seeds)
+                ):
+    "The results grid's summary (`summarise_grid`) of the rows that count (`grid_rows`), beside k-means on raw pixels."
+    import pandas as pd
+    rows = grid_rows(pd.read_csv(grid, dtype={"commit": str, "torch": str}), **select)
+    if method: rows = rows[rows["method"] == method]
+    km = pd.read_csv(kmeans).groupby("dataset")["acc"].mean() if Path(kmeans).exists() else None
+    return summarise_grid(rows, km)
 
 # %%
 #| export
 def print_grid_summary(summary):
-    "One line per row of `grid_summary`: seeds, ACC mean ± std, the worst seed, and whether it beats k-means on pixels."
+    "One line per row of `grid_summary`: seeds, ACC mean ± std, the worst seed, whether it beats k-means on pixels, commits."
     for r in summary.itertuples():
         km = getattr(r, "kmeans_pixels_acc", float("nan"))
         verdict = "above" if r.acc_worst > km else "not above" if km == km else "no baseline for"
         print(f"{r.method} on {r.dataset}: {r.runs} seeds, ACC {r.acc_mean:.3f} ± {r.acc_std:.3f}, worst seed {r.acc_worst:.3f} "
-              f"({verdict} k-means on raw pixels, {km:.3f}); {r.collapsed_runs} collapsed; {r.minutes_per_run:.1f} min per run")
+              f"({verdict} k-means on raw pixels, {km:.3f}); {r.collapsed_runs} collapsed; {r.minutes_per_run:.1f} min per run"
+              + (f"; rows from commit{'s' if ',' in r.commits else ''} {r.commits}" if r.commits else ""))
+
+# %% [markdown]
+# A check on a CSV made up here: of five rows, one has a seed outside the grid's and one a settings hash that is not
+# the current table's; the summary is of the three that count.
 
 # %%
 with tempfile.TemporaryDirectory() as _t:
-    Path(_t, "g.csv").write_text("method,dataset,seed,epochs,acc,nmi,ari,collapsed,wall_seconds\n"
-                                 "cc,digits,0,80,0.9,0.8,0.7,False,60\ncc,digits,1,80,0.8,0.7,0.6,False,120\ntcc,digits,0,80,0.5,0.4,0.3,True,60\n")
+    Path(_t, "g.csv").write_text(
+        "run_id,method,dataset,seed,epochs,acc,nmi,ari,collapsed,wall_seconds,commit\n"
+        f"{grid_run_id('cc', 'digits', 0)},cc,digits,0,80,0.9,0.8,0.7,False,60,aaaaaaa\n"
+        f"{grid_run_id('cc', 'digits', 1)},cc,digits,1,80,0.8,0.7,0.6,False,120,bbbbbbb\n"
+        f"{grid_run_id('cc', 'digits', 9)},cc,digits,9,80,0.1,0.1,0.1,True,60,bbbbbbb\n"
+        "cc|digits|2||{}|00000000,cc,digits,2,80,0.1,0.1,0.1,True,60,ccccccc\n"
+        f"{grid_run_id('tcc', 'digits', 0)},tcc,digits,0,80,0.5,0.4,0.3,True,60,aaaaaaa\n")
     Path(_t, "k.csv").write_text("dataset,seed,acc,nmi,ari\ndigits,0,0.78,0.7,0.6\ndigits,1,0.8,0.7,0.6\n")
     _gs = grid_summary("cc", Path(_t, "g.csv"), Path(_t, "k.csv"))
+    test_eq(len(grid_summary(None, Path(_t, "g.csv"), Path(_t, "k.csv"), seeds={"digits": (0, 1, 2, 9)})), 2)   # cc, tcc
 test_eq((len(_gs), _gs.loc[0, "runs"], _gs.loc[0, "acc_worst"], _gs.loc[0, "minutes_per_run"]), (1, 2, 0.8, 1.5))
 test_close(_gs.loc[0, "kmeans_pixels_acc"], 0.79); test_close(_gs.loc[0, "acc_std"], 0.0707, eps=1e-4)
+test_eq(_gs.loc[0, "commits"], "aaaaaaa, bbbbbbb")
+test_eq(grid_run_id("cc", "digits", 3, 5, {"max_steps": 2}), f"cc|digits|3|5|{{\"max_steps\": 2}}|{settings_hash('cc', 'digits')}")
 
 # %%
 from contextlib import redirect_stdout
@@ -212,7 +291,7 @@ import io
 # %%
 with redirect_stdout(io.StringIO()) as _o: print_grid_summary(_gs)
 test_eq(_o.getvalue().strip(), "cc on digits: 2 seeds, ACC 0.850 ± 0.071, worst seed 0.800 (above k-means on raw pixels, 0.790); "
-        "0 collapsed; 1.5 min per run")
+        "0 collapsed; 1.5 min per run; rows from commits aaaaaaa, bbbbbbb")
 
 # %% [markdown]
 # ## Loading a run

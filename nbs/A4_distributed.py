@@ -245,7 +245,8 @@ from deepcluster_nb.train import TrainConfig
 
 # %%
 _data = load_dataset("digits")
-_cfg = TrainConfig(method="cc", dataset="digits", subset=256, epochs=1, progress=False, eval_every=0)
+_cfg = TrainConfig(method="cc", dataset="digits", subset=256, epochs=1, progress=False, eval_every=0,
+                   out_dir=str(Path(tempfile.mkdtemp()) / "run"))   # a folder of its own: building a trainer checks it
 _one, _dp = Trainer(_cfg, _data), DistributedTrainer(_cfg, _data)
 test_eq((_dp.world_size, _dp.is_main, _dp.step_fn == _dp.method.training_step), (1, True, True))
 test_eq(_dp.train_epoch(), _one.train_epoch())

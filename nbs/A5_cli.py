@@ -295,7 +295,7 @@ import json, tempfile
 from pathlib import Path
 
 # %%
-test_eq(type(trainer_for(TrainConfig(epochs=1, progress=False))), Trainer)   # one process: the plain trainer
+test_eq(type(trainer_for(TrainConfig(epochs=1, progress=False, out_dir=tempfile.mkdtemp()))), Trainer)   # one process: the plain trainer
 with tempfile.TemporaryDirectory() as _t:
     test_eq(main(["train", "--epochs", "1", "--subset", "256", "--progress", "false", "--out_dir", _t, "--hparams", "{tau_i: 0.4}"]), 0)
     _cfg = json.loads((Path(_t) / "config.json").read_text())["config"]
