@@ -12,15 +12,14 @@ import torch.nn.functional as F
 from .dec import student_t_assignment, target_distribution, target_kl_loss, anchor_loss, kl_rows
 from .infonce import float32_loss, nt_xent
 from .models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector,
-                                   make_backbone)
+                                   make_backbone, predict)
 from .data import PAPER_BENCHMARKS, DIGIT_DATASETS, ImageData
 from .augment import cc_recipe
 from .metrics import clustering_scores, kmeans_fit, kmeans_labels
 
 # %% auto #0
-__all__ = ['ANCHORS', 'LOSS_WEIGHTS', 'CADEC_PAPER', 'CADEC_BENCHMARKS', 'NOT_IN_PAPER', 'CADEC_SETTINGS', 'cadec_evaluate',
-           'jsd_rows', 'anchor_objective', 'backbone_embeddings', 'kmeans_centers', 'CADEC', 'cadec_defaults',
-           'cadec_scores']
+__all__ = ['ANCHORS', 'LOSS_WEIGHTS', 'CADEC_PAPER', 'CADEC_BENCHMARKS', 'NOT_IN_PAPER', 'CADEC_SETTINGS', 'jsd_rows',
+           'anchor_objective', 'backbone_embeddings', 'kmeans_centers', 'CADEC', 'cadec_scores']
 
 # %% ../nbs/12_cadec.ipynb #ea775211
 @float32_loss
@@ -204,11 +203,6 @@ class CADEC(ClusterMethod):
         h = self.backbone(x)
         return {"probs": self.assign(h), "features": h, "z": self.project(h)}
 
-# %% ../nbs/12_cadec.ipynb #7ebbcc5a
-def cadec_defaults(dataset:str) -> dict:
-    "CADEC's settings for `dataset` (see `CADEC_SETTINGS`)."
-    return CADEC_SETTINGS.resolve(dataset)
-
 # %% ../nbs/12_cadec.ipynb #dcae9be9
 def cadec_scores(method:CADEC, # a trained CADEC model
                  data:ImageData, # images and labels to evaluate on
@@ -220,11 +214,8 @@ def cadec_scores(method:CADEC, # a trained CADEC model
                  l2:bool=False, # L2-normalise the representation before k-means (z already is)
                 ) -> dict: # {"cluster": {acc, nmi, ari}, "representation": {acc, nmi, ari}}
     "ACC/NMI/ARI of CADEC's two evaluations: the argmax of the soft assignment q, and k-means on the representation."
-    from deepcluster_nb.train import predict    # the trainer sits above the methods: imported only when used
     if representation not in ("z", "h"): raise ValueError(f"representation must be 'z' or 'h', got {representation!r}")
     key = "z" if representation == "z" else "features"
     out = predict(method, data, aug, batch_size, device=method.centers.device, keys=("probs", key))
     km = kmeans_labels(out[key], method.n_clusters, seed, n_init, l2=l2)
     return {"cluster": clustering_scores(data.y, out["probs"].argmax(1)), "representation": clustering_scores(data.y, km)}
-
-cadec_evaluate = cadec_scores   # the first edition's name

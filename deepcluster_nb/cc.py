@@ -15,7 +15,7 @@ from .data import PAPER_BENCHMARKS, DIGIT_DATASETS
 from .augment import cc_recipe
 
 # %% auto #0
-__all__ = ['CC_PAPER', 'CC_SETTINGS', 'instance_loss', 'cluster_loss', 'CC', 'cc_defaults']
+__all__ = ['CC_PAPER', 'CC_SETTINGS', 'instance_loss', 'cluster_loss', 'CC']
 
 # %% ../nbs/06_cc.ipynb #4dc80785
 @float32_loss
@@ -103,8 +103,3 @@ class CC(ClusterMethod):
         h = self.backbone(x)
         z, c = self.heads(h)
         return {"probs": c, "features": h, "z": z}
-
-# %% ../nbs/06_cc.ipynb #438143b6
-def cc_defaults(dataset:str) -> dict:
-    "CC's settings for `dataset` (see `CC_SETTINGS`)."
-    return CC_SETTINGS.resolve(dataset)

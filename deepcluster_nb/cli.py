@@ -6,7 +6,8 @@
 from __future__ import annotations
 import argparse, difflib, inspect, os, sys
 import torch.distributed as dist
-from .train import TrainConfig, Trainer, ConfigError, RunFolderExists, UnsafeCheckpoint, config_help, coerce_value
+from .train import TrainConfig, Trainer, ConfigError, config_help, coerce_value
+from .runs import RunFolderExists, UnsafeCheckpoint
 from .report import RunMismatch
 from .readers import build_imagenet_subset, IMAGENET_SUBSETS
 

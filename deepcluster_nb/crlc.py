@@ -10,15 +10,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .infonce import float32_loss, nt_xent, marginal_entropy
 from .models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector, mlp,
-                                   make_backbone)
+                                   make_backbone, predict)
 from .augment import AugmentConfig, cc_recipe
 from .data import PAPER_BENCHMARKS, DIGIT_DATASETS
+from .runs import load_checkpoint
 
 # %% auto #0
 __all__ = ['CRITICS', 'CRLC_PAPER', 'CRLC_BENCHMARKS', 'CRLC_SETTINGS', 'critic', 'smooth', 'probability_contrastive_loss',
            'pc_logit_grad', 'critic_logit_grad', 'logit_clamp_penalty', 'cluster_regularisers', 'cluster_losses',
            'crlc_loss', 'ProbabilityBank', 'memory_bank_loss', 'MemoryBankContrast', 'knn_indices',
-           'NeighbourPositives', 'load_pretrained', 'crlc_recipe', 'crlc_defaults', 'CRLC']
+           'NeighbourPositives', 'load_pretrained', 'crlc_recipe', 'CRLC']
 
 # %% ../nbs/09_crlc.ipynb #44868c96
 CRITICS = ("log_dot", "dot", "neg_l2", "neg_js")
@@ -271,8 +272,7 @@ def load_pretrained(model:nn.Module, # loaded in place
                     path:str, # a run's checkpoint.pt, or any file holding {"model": state_dict} or a state dict
                     prefixes:tuple=("backbone.", "rl_head."), # the parts to take from it
                    ):
-    "Initialise the parts of `model` named by `prefixes` from a checkpoint (read with the trainer's safe `load_checkpoint`)."
-    from deepcluster_nb.train import load_checkpoint     # the layer above this one: imported when needed
+    "Initialise the parts of `model` named by `prefixes` from a checkpoint (read with the safe `load_checkpoint`)."
     state = load_checkpoint(path, map_location=next(model.parameters()).device)[0]
     state = state.get("model", state)
     keep = {k: v for k, v in state.items() if k.startswith(prefixes)}
@@ -347,10 +347,6 @@ CRLC_SETTINGS = Settings(
     setting("mnist", "ours: 10 epochs of 78 steps on the 10,000 test digits, the budget of the results grid, at a constant "
             "learning rate (as on USPS)", epochs=10),
 )
-
-def crlc_defaults(dataset:str) -> dict:
-    "CRLC's settings for `dataset` (see `CRLC_SETTINGS`)."
-    return CRLC_SETTINGS.resolve(dataset)
 
 # %% ../nbs/09_crlc.ipynb #10a26f94
 @register_method
@@ -450,7 +446,6 @@ class CRLC(ClusterMethod):
         if self.hparams["pretrained"]: load_pretrained(self, self.hparams["pretrained"])
         if self.memory is not None: self.memory.reset(len(images))
         if self.neighbours is not None:
-            from deepcluster_nb.train import predict        # the layer above this one: imported when needed
             z = predict(self, images, augment, device=dev, keys=("z",))["z"]
             self.neighbours.attach(images, augment); self.neighbours.build(torch.from_numpy(z).to(dev))
 

@@ -15,7 +15,7 @@ from .data import PAPER_BENCHMARKS, DIGIT_DATASETS
 
 # %% auto #0
 __all__ = ['DCDC_PAPER', 'DCDC_SETTINGS', 'sample_loss', 'class_loss', 'dcdc_loss', 'reduced_view', 'dcdc_recipe',
-           'dcdc_defaults', 'probability_head', 'DCDC']
+           'probability_head', 'DCDC']
 
 # %% ../nbs/08_dcdc.ipynb #1f949cc7
 @float32_loss
@@ -136,11 +136,6 @@ DCDC_SETTINGS = Settings(
             "learning rate (as on USPS)", epochs=3),
 )
 
-# %% ../nbs/08_dcdc.ipynb #32de838f
-def dcdc_defaults(dataset:str) -> dict:
-    "DCDC's settings for `dataset` (see `DCDC_SETTINGS`)."
-    return DCDC_SETTINGS.resolve(dataset)
-
 # %% ../nbs/08_dcdc.ipynb #1242ec3e
 def probability_head(feat_dim:int, n_clusters:int) -> nn.Module:
     "DCDC's cluster head: one linear layer and a softmax."
@@ -169,6 +164,8 @@ class DCDC(ClusterMethod):
     def training_step(self, batch:Batch, head:str="main") -> dict:
         hp, g = self.hparams, self.cluster_heads[head]
         x_orig = reduced_view(batch.raw, hp["orig_resize"]) if hp["orig_resize"] != 1 else batch.raw
+        if batch.raw.is_contiguous(memory_format=torch.channels_last) and batch.raw.shape[1] > 1:   # keep the run's layout
+            x_orig = x_orig.contiguous(memory_format=torch.channels_last)
         u_orig = self.gather(g(self.backbone(x_orig)))
         u_aug = g(self.backbone(torch.cat(batch.views)))
         u_aug = torch.cat([self.gather(u) for u in u_aug.chunk(hp["n_repeat"])])

@@ -8,7 +8,7 @@ import torch
 from .infonce import float32_loss
 
 # %% auto #0
-__all__ = ['cluster_loss', 'student_t_assignment', 'target_distribution', 'kl_rows', 'target_kl_loss', 'anchor_loss']
+__all__ = ['student_t_assignment', 'target_distribution', 'kl_rows', 'target_kl_loss', 'anchor_loss']
 
 # %% ../nbs/11_dec.ipynb #3adde41f
 @float32_loss
@@ -44,8 +44,6 @@ def target_kl_loss(q:torch.Tensor, # (N, K) soft assignments of the (raw) images
     "DEC's clustering loss: KL from the target P (computed from q and detached) to q, averaged over the batch."
     p = target_distribution(q).detach()   # $p_{ij}$, a constant
     return kl_rows(p, q).mean()           # $\frac1N\sum_i \mathrm{KL}(p_i\|q_i)$
-
-cluster_loss = target_kl_loss   # the first edition's name (CC's chapter has a different `cluster_loss`)
 
 # %% ../nbs/11_dec.ipynb #9ea01172
 @float32_loss

@@ -9,7 +9,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 # %% auto #0
-__all__ = ['evaluate', 'COLLAPSE_SHARE', 'labelled', 'contingency', 'match_clusters', 'cluster_accuracy', 'majority_accuracy',
+__all__ = ['COLLAPSE_SHARE', 'labelled', 'contingency', 'match_clusters', 'cluster_accuracy', 'majority_accuracy',
            'clustering_scores', 'cluster_sizes', 'collapse_warnings', 'score_assignments', 'matched_confusion',
            'sklearn_threads', 'kmeans_fit', 'kmeans_labels', 'pixel_kmeans_scores']
 
@@ -80,8 +80,6 @@ def clustering_scores(y_true, # true class labels, ints of shape (N,), -1 where 
            "ari": float(adjusted_rand_score(y_true, y_pred))}
     if y_pred.max() + 1 > y_true.max() + 1: res["majority_acc"] = majority_accuracy(y_true, y_pred)
     return res
-
-evaluate = clustering_scores   # the name earlier chapters used
 
 # %% ../nbs/01_metrics.ipynb #3063227f
 def cluster_sizes(y_pred, # cluster indices, ints of shape (N,)

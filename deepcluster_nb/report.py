@@ -12,10 +12,10 @@ import torch
 from .data import ImageData
 from .metrics import (clustering_scores, cluster_sizes, match_clusters, matched_confusion, collapse_warnings,
                                     COLLAPSE_SHARE, kmeans_labels, sklearn_threads)
-from .models import get_method, available_methods
+from .models import get_method, available_methods, predict
 from .data import PAPER_BENCHMARKS
-from .train import Trainer, TrainConfig, predict, plot_history, plot_confusion, write_json, load_checkpoint, pick_device
-from .runs import read_marker, update_marker
+from .train import Trainer, TrainConfig, plot_history, plot_confusion, pick_device
+from .runs import read_marker, update_marker, write_json, load_checkpoint
 
 # %% auto #0
 __all__ = ['EVALUATIONS', 'SETTINGS_FIELDS', 'GRID_METHODS', 'GRID_DATASETS', 'GRID_SEEDS', 'CHECKPOINT_KEYS', 'SUMMARY_KEYS',

@@ -16,7 +16,7 @@ from .data import PAPER_BENCHMARKS, DIGIT_DATASETS
 
 # %% auto #0
 __all__ = ['PAPER_K', 'TCC_PAPER', 'TCC_SETTINGS', 'TCC_PARTS', 'cluster_representations', 'cluster_level_loss', 'gumbel_softmax',
-           'moco_infonce', 'tcc_recipe', 'tcc_defaults', 'TCC']
+           'moco_infonce', 'tcc_recipe', 'TCC']
 
 # %% ../nbs/10_tcc.ipynb #85588f29
 @float32_loss
@@ -135,10 +135,6 @@ TCC_SETTINGS = Settings(
     setting("mnist", "ours: 12 epochs of 78 steps on the 10,000 test digits, the budget of the results grid, at a constant "
             "learning rate (as on USPS)", epochs=12),
 )
-
-def tcc_defaults(dataset:str) -> dict:
-    "TCC's settings for `dataset` (see `TCC_SETTINGS`)."
-    return TCC_SETTINGS.resolve(dataset)
 
 # %% ../nbs/10_tcc.ipynb #bb52e636
 TCC_PARTS = ("backbone", "projector", "prototypes", "code_embedding")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #e6f1060b
 from __future__ import annotations
-import os, json, time, math, random, csv, copy, shutil, warnings, threading, queue
+import os, json, time, math, random, csv, copy, warnings, threading, queue
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 import numpy as np
@@ -12,21 +12,20 @@ import torch
 from fastcore.basics import patch
 from .data import load_dataset, data_root, ClusterData, ImageData, DATASETS
 from .augment import BatchAugment, AugmentConfig, cc_recipe
-from .models import make_backbone, get_method, Batch, BACKBONES, RESNETS
+from .models import make_backbone, get_method, Batch, BACKBONES, RESNETS, predict
 from .metrics import score_assignments, matched_confusion
 from .runs import (RunFolderError, RunFolderExists, check_run_folder, claim_run_folder, update_marker,
-                                 inspect_folder, read_marker, RUN_MARKER)
+                                 inspect_folder, read_marker, RUN_MARKER, write_json, save_checkpoint, load_checkpoint)
 from .memory import training_step_memory, available_memory, memory_refusal
 
 # %% auto #0
-__all__ = ['GLOBAL_DEFAULTS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'OUT_DIR_KEYS', 'evaluate_clustering', 'RESUME_SAFE',
-           'DEFAULT_CALLBACKS', 'QUIET', 'TrainConfig', 'ConfigError', 'coerce_value', 'config_help', 'parameters_cell',
-           'config_from_namespace', 'dataset_key', 'run_folder_path', 'check_hparams', 'check_config', 'resolve_config',
-           'seed_everything', 'Trainer', 'pick_device', 'channel_stats', 'check_memory', 'compile_module',
-           'make_optimizer', 'lr_at', 'NonFiniteLoss', 'predict', 'write_json', 'atomic_save', 'save_checkpoint',
-           'UnsafeCheckpoint', 'load_checkpoint', 'config_changes', 'loss_alarm', 'Collapsed', 'use_data_on_device',
-           'host_batches', 'plot_history', 'plot_confusion', 'Callback', 'Evaluate', 'Alarms', 'StopOnCollapse',
-           'write_history', 'Checkpoint', 'RunFolder', 'Progress']
+__all__ = ['GLOBAL_DEFAULTS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE', 'OUT_DIR_KEYS', 'RESUME_SAFE', 'DEFAULT_CALLBACKS', 'QUIET',
+           'TrainConfig', 'ConfigError', 'coerce_value', 'config_help', 'parameters_cell', 'config_from_namespace',
+           'dataset_key', 'run_folder_path', 'check_hparams', 'check_config', 'resolve_config', 'seed_everything',
+           'Trainer', 'pick_device', 'channel_stats', 'check_memory', 'compile_module', 'make_optimizer', 'lr_at',
+           'NonFiniteLoss', 'config_changes', 'loss_alarm', 'Collapsed', 'use_data_on_device', 'host_batches',
+           'plot_history', 'plot_confusion', 'Callback', 'Evaluate', 'Alarms', 'StopOnCollapse', 'write_history',
+           'Checkpoint', 'RunFolder', 'Progress']
 
 # %% ../nbs/07_train.ipynb #9901cff7
 @dataclass
@@ -589,79 +588,11 @@ def train_epoch(self:Trainer, bar=None) -> dict:
     return stats
 
 # %% ../nbs/07_train.ipynb #d6576377
-@torch.no_grad()
-def predict(method, # a `ClusterMethod`
-            data:ImageData|torch.Tensor, # images (an `ImageData` or a uint8 tensor (N, C, H, W))
-            aug:BatchAugment, # its `eval_view` resizes and normalises
-            batch_size:int=512, # images per forward pass
-            device="cpu", # where the model is
-            amp:bool=False, # bf16 autocast
-            keys:tuple=("probs", "features"), # outputs of the method's `forward` to collect
-           ) -> dict: # key -> NumPy array (N, ...)
-    "Run the method in eval mode over every image without augmentation; collect `keys` of its outputs."
-    x = data.x if isinstance(data, ImageData) else data
-    device = torch.device(device)
-    was = method.training; method.eval()
-    outs = {k: [] for k in keys}
-    for i in range(0, len(x), batch_size):
-        v = aug.eval_view(x[i:i + batch_size].to(device, non_blocking=True))
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            o = method(v)
-        for k in keys: outs[k].append(o[k].float().cpu())
-    method.train(was)
-    return {k: torch.cat(v).numpy() for k, v in outs.items()}
-
-evaluate_clustering = score_assignments   # the name of the first edition
-
 @patch
 def evaluate(self:Trainer) -> dict:
     "Scores of the cluster head on the evaluation images, with cluster usage and collapse."
     self.predictions = predict(self.method, self.eval_data, self.aug, device=self.device, amp=self.amp)
     return score_assignments(self.eval_data.y, self.predictions["probs"])
-
-# %% ../nbs/07_train.ipynb #bb568099
-def write_json(obj, path):
-    "Write JSON atomically."
-    path = Path(path); tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))); os.replace(tmp, path)
-
-def atomic_save(obj, path):
-    "torch.save to a temporary file, then atomically replace `path`."
-    path = Path(path); tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp); os.replace(tmp, path)
-
-def save_checkpoint(state:dict, # what `Trainer.state` returns
-                    path, # the checkpoint file; the one it replaces becomes NAME.prev.pt
-                   ):
-    "Write a checkpoint atomically, keeping the previous one as `<name>.prev.pt` (at every moment both are complete)."
-    path = Path(path); prev = path.with_suffix(".prev.pt")
-    if path.exists():
-        link = prev.with_name(prev.name + ".tmp")
-        link.unlink(missing_ok=True)
-        try: os.link(path, link)
-        except OSError: shutil.copy2(path, link)
-        os.replace(link, prev)
-    atomic_save(state, path)
-
-class UnsafeCheckpoint(RuntimeError):
-    "A checkpoint that holds code or other Python objects: refused, never executed."
-
-def load_checkpoint(path, # a checkpoint file (its `.prev.pt` sibling is the fallback)
-                    map_location="cpu") -> tuple: # (the state dict, the file it came from)
-    "Load a checkpoint with `weights_only=True`; fall back to the previous one, with a warning, if the latest is damaged."
-    path = Path(path); errors = []
-    for p in (path, path.with_suffix(".prev.pt")):
-        if not p.exists(): continue
-        try: return torch.load(p, map_location=map_location, weights_only=True), p
-        except Exception as e:
-            why = next((l.strip() for l in str(e).splitlines() if "GLOBAL" in l), None)
-            if why:   # the safe unpickler met a reference to code (garbage bytes fail differently: a damaged file)
-                raise UnsafeCheckpoint(f"refusing to load {p}: it holds Python objects other than tensors and plain data "
-                                       f"(code could run on loading; {why}). Checkpoints written by this package never do; "
-                                       f"only load files you trust") from None
-            errors.append(f"{p.name}: {type(e).__name__}: {str(e).strip().splitlines()[0][:120]}")
-            warnings.warn(f"cannot read {p} ({errors[-1]}); trying the previous checkpoint")
-    raise FileNotFoundError(f"no readable checkpoint at {path}" + (f" ({'; '.join(errors)})" if errors else ""))
 
 # %% ../nbs/07_train.ipynb #7f843bce
 @patch

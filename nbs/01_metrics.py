@@ -176,8 +176,6 @@ def clustering_scores(y_true, # true class labels, ints of shape (N,), -1 where 
     if y_pred.max() + 1 > y_true.max() + 1: res["majority_acc"] = majority_accuracy(y_true, y_pred)
     return res
 
-evaluate = clustering_scores   # the name earlier chapters used
-
 # %%
 show_doc(clustering_scores)
 

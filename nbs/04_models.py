@@ -8,7 +8,7 @@
 
 # %% [markdown]
 # # Models and the method interface
-# > Backbones (ResNet-18/34/50 with an ImageNet or small-image stem, a small CNN for CPU runs), the two heads of contrastive clustering, and the small interface every method implements.
+# > Backbones (ResNet-18/34/50 with an ImageNet or small-image stem, a small CNN for CPU runs), the two heads of contrastive clustering, the small interface every method implements, and `predict`, which runs a method over a dataset.
 
 # %%
 #| default_exp models
@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from deepcluster_nb.data import ImageData
 
 # %% [markdown]
 # ## Backbones
@@ -393,6 +394,69 @@ def get_method(name:str) -> type:
 # %%
 test_fail(lambda: get_method("kmeans"), contains="Unknown method 'kmeans'. Valid: ")
 test_eq(set(_method_modules()) >= {"cc"}, True)
+
+# %% [markdown]
+# ## Running a model over a dataset
+# Every evaluation runs a method's `forward` over un-augmented images: resized to the training size and normalised
+# by the run's augmentation (its `eval_view`), in eval mode, batch by batch. `predict` is the one function that does
+# it; the trainer's evaluation, the run report and the methods that need features of the whole training set (CRLC's
+# neighbour table, CADEC's k-means evaluation) all use it. It leaves the model in the mode it found it in.
+
+# %%
+#| export
+@torch.no_grad()
+def predict(method, # a `ClusterMethod`
+            data:ImageData|torch.Tensor, # images (an `ImageData` or a uint8 tensor (N, C, H, W))
+            aug, # a `BatchAugment`: its `eval_view` resizes and normalises
+            batch_size:int=512, # images per forward pass
+            device="cpu", # where the model is
+            amp:bool=False, # bf16 autocast
+            keys:tuple=("probs", "features"), # outputs of the method's `forward` to collect
+           ) -> dict: # key -> NumPy array (N, ...)
+    "Run the method in eval mode over every image without augmentation; collect `keys` of its outputs."
+    x = data.x if isinstance(data, ImageData) else data
+    device = torch.device(device)
+    was = method.training; method.eval()
+    outs = {k: [] for k in keys}
+    for i in range(0, len(x), batch_size):
+        v = aug.eval_view(x[i:i + batch_size].to(device, non_blocking=True))
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            o = method(v)
+        for k in keys: outs[k].append(o[k].float().cpu())
+    method.train(was)
+    return {k: torch.cat(v).numpy() for k, v in outs.items()}
+
+# %%
+show_doc(predict)
+
+# %% [markdown]
+# A check with a toy method (flatten, one linear layer, a softmax; not registered) and a stand-in for the
+# augmentation whose `eval_view` only scales to $[0, 1]$: batches of 4 give what one pass over the ten images gives,
+# and a batch-norm layer shows that the pass ran in eval mode and that training mode is restored.
+
+# %%
+class _Scale:
+    "A stand-in for `BatchAugment`: `eval_view` scales uint8 images to [0, 1]."
+    def eval_view(self, x): return x.float() / 255
+
+class _Toy(ClusterMethod):
+    def __init__(self):
+        super().__init__(nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64)), 64, 3); self.head = nn.Linear(64, 3)
+    def forward(self, x):
+        h = self.backbone(x); return {"probs": self.head(h).softmax(1), "features": h}
+
+torch.manual_seed(0)
+_toy, _x = _Toy(), torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8)
+_toy(_x.float() / 255)                                                        # one training-mode pass: running statistics move
+_out = predict(_toy, ImageData(_x, [0] * 10, ["a", "b", "c"]), _Scale(), batch_size=4)
+test_eq({k: v.shape for k, v in _out.items()}, {"probs": (10, 3), "features": (10, 64)})
+_toy.eval()
+with torch.no_grad(): _ref = _toy(_x.float() / 255)
+_toy.train()
+test_close(torch.from_numpy(_out["features"]), _ref["features"], eps=1e-6)
+test_close(torch.from_numpy(_out["probs"]).sum(1), torch.ones(10), eps=1e-6)
+assert _toy.training                                                          # the mode it was in
+test_eq(set(predict(_toy, _x, _Scale(), keys=("features",))), {"features"})   # a bare tensor, one output
 
 # %%
 #| hide

@@ -270,14 +270,8 @@ class CC(ClusterMethod):
 show_doc(CC)
 
 # %% [markdown]
-# The settings table, as the trainer reads it (each value with its source); `cc_defaults` is the name of the first
-# edition for the same lookup:
-
-# %%
-#| export
-def cc_defaults(dataset:str) -> dict:
-    "CC's settings for `dataset` (see `CC_SETTINGS`)."
-    return CC_SETTINGS.resolve(dataset)
+# The settings table, as the trainer reads it (each value with its source); `CC_SETTINGS.resolve(dataset)` gives the
+# values alone:
 
 # %%
 import pandas as pd
@@ -287,9 +281,10 @@ pd.DataFrame(CC_SETTINGS.table(["cifar10", "stl10", "digits", "usps"],
                                ["backbone", "image_size", "batch_size", "lr", "epochs"])).set_index("dataset")
 
 # %%
-test_eq({k: cc_defaults("cifar10")[k] for k in ("backbone", "stem", "image_size", "lr", "batch_size", "epochs")},
+test_eq({k: CC_SETTINGS.resolve("cifar10")[k] for k in ("backbone", "stem", "image_size", "lr", "batch_size", "epochs")},
         dict(backbone="resnet34", stem="imagenet", image_size=224, lr=3e-4, batch_size=256, epochs=1000))
-test_eq((cc_defaults("digits")["epochs"], cc_defaults("usps")["epochs"], cc_defaults("custom")["backbone"]), (80, 15, "resnet18"))
+test_eq((CC_SETTINGS.resolve("digits")["epochs"], CC_SETTINGS.resolve("usps")["epochs"], CC_SETTINGS.resolve("custom")["backbone"]),
+        (80, 15, "resnet18"))
 
 # %% [markdown]
 # A smoke check of the step: the loss is finite, gradients reach the backbone, and 20 Adam steps on one fixed batch

@@ -21,7 +21,7 @@ from fastcore.test import test_eq, test_close, test_fail
 # %%
 #| export
 from __future__ import annotations
-import os, json, time, math, random, csv, copy, shutil, warnings, threading, queue
+import os, json, time, math, random, csv, copy, warnings, threading, queue
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 import numpy as np
@@ -29,10 +29,10 @@ import torch
 from fastcore.basics import patch
 from deepcluster_nb.data import load_dataset, data_root, ClusterData, ImageData, DATASETS
 from deepcluster_nb.augment import BatchAugment, AugmentConfig, cc_recipe
-from deepcluster_nb.models import make_backbone, get_method, Batch, BACKBONES, RESNETS
+from deepcluster_nb.models import make_backbone, get_method, Batch, BACKBONES, RESNETS, predict
 from deepcluster_nb.metrics import score_assignments, matched_confusion
 from deepcluster_nb.runs import (RunFolderError, RunFolderExists, check_run_folder, claim_run_folder, update_marker,
-                                 inspect_folder, read_marker, RUN_MARKER)
+                                 inspect_folder, read_marker, RUN_MARKER, write_json, save_checkpoint, load_checkpoint)
 from deepcluster_nb.memory import training_step_memory, available_memory, memory_refusal
 
 # %%
@@ -858,34 +858,11 @@ print("trainer:", [round(l, 5) for l in _trainer_losses], " smallest loop:", [ro
 # ## Evaluation
 # The cluster head's prediction on un-augmented images (resized to the training size and normalised), scored with
 # the metrics chapter's `score_assignments`: ACC/NMI/ARI, cluster usage, and whether the clustering has collapsed.
-# `predict` is the one function that runs a model over a dataset; the report and the methods' own evaluations use it too.
+# The images go through `predict`, the models chapter's one function that runs a model over a dataset (the report
+# and the methods' own evaluations use it too).
 
 # %%
 #| export
-@torch.no_grad()
-def predict(method, # a `ClusterMethod`
-            data:ImageData|torch.Tensor, # images (an `ImageData` or a uint8 tensor (N, C, H, W))
-            aug:BatchAugment, # its `eval_view` resizes and normalises
-            batch_size:int=512, # images per forward pass
-            device="cpu", # where the model is
-            amp:bool=False, # bf16 autocast
-            keys:tuple=("probs", "features"), # outputs of the method's `forward` to collect
-           ) -> dict: # key -> NumPy array (N, ...)
-    "Run the method in eval mode over every image without augmentation; collect `keys` of its outputs."
-    x = data.x if isinstance(data, ImageData) else data
-    device = torch.device(device)
-    was = method.training; method.eval()
-    outs = {k: [] for k in keys}
-    for i in range(0, len(x), batch_size):
-        v = aug.eval_view(x[i:i + batch_size].to(device, non_blocking=True))
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            o = method(v)
-        for k in keys: outs[k].append(o[k].float().cpu())
-    method.train(was)
-    return {k: torch.cat(v).numpy() for k, v in outs.items()}
-
-evaluate_clustering = score_assignments   # the name of the first edition
-
 @patch
 def evaluate(self:Trainer) -> dict:
     "Scores of the cluster head on the evaluation images, with cluster usage and collapse."
@@ -904,54 +881,10 @@ print({k: _e[k] for k in ("acc", "nmi", "ari", "largest_cluster", "collapsed")})
 # `torch.load(weights_only=True)` — PyTorch's safe loader, which refuses a file that carries code instead of running it.
 # A checkpoint is written after every epoch to a temporary file and moved into place with `os.replace`, which is
 # atomic: a kill at any moment leaves a complete checkpoint. The previous checkpoint is kept beside it, so a latest
-# file damaged later (a full disk, a bad copy) falls back to the one before.
-
-# %%
-#| export
-def write_json(obj, path):
-    "Write JSON atomically."
-    path = Path(path); tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))); os.replace(tmp, path)
-
-def atomic_save(obj, path):
-    "torch.save to a temporary file, then atomically replace `path`."
-    path = Path(path); tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp); os.replace(tmp, path)
-
-def save_checkpoint(state:dict, # what `Trainer.state` returns
-                    path, # the checkpoint file; the one it replaces becomes NAME.prev.pt
-                   ):
-    "Write a checkpoint atomically, keeping the previous one as `<name>.prev.pt` (at every moment both are complete)."
-    path = Path(path); prev = path.with_suffix(".prev.pt")
-    if path.exists():
-        link = prev.with_name(prev.name + ".tmp")
-        link.unlink(missing_ok=True)
-        try: os.link(path, link)
-        except OSError: shutil.copy2(path, link)
-        os.replace(link, prev)
-    atomic_save(state, path)
-
-class UnsafeCheckpoint(RuntimeError):
-    "A checkpoint that holds code or other Python objects: refused, never executed."
-
-def load_checkpoint(path, # a checkpoint file (its `.prev.pt` sibling is the fallback)
-                    map_location="cpu") -> tuple: # (the state dict, the file it came from)
-    "Load a checkpoint with `weights_only=True`; fall back to the previous one, with a warning, if the latest is damaged."
-    path = Path(path); errors = []
-    for p in (path, path.with_suffix(".prev.pt")):
-        if not p.exists(): continue
-        try: return torch.load(p, map_location=map_location, weights_only=True), p
-        except Exception as e:
-            why = next((l.strip() for l in str(e).splitlines() if "GLOBAL" in l), None)
-            if why:   # the safe unpickler met a reference to code (garbage bytes fail differently: a damaged file)
-                raise UnsafeCheckpoint(f"refusing to load {p}: it holds Python objects other than tensors and plain data "
-                                       f"(code could run on loading; {why}). Checkpoints written by this package never do; "
-                                       f"only load files you trust") from None
-            errors.append(f"{p.name}: {type(e).__name__}: {str(e).strip().splitlines()[0][:120]}")
-            warnings.warn(f"cannot read {p} ({errors[-1]}); trying the previous checkpoint")
-    raise FileNotFoundError(f"no readable checkpoint at {path}" + (f" ({'; '.join(errors)})" if errors else ""))
-
-# %% [markdown]
+# file damaged later (a full disk, a bad copy) falls back to the one before. The file side — `save_checkpoint`,
+# `load_checkpoint` (with its fallback and its refusal of files that carry code), `atomic_save` and `write_json` —
+# lives with the run folders (appendix *Run folders*, module `runs`); this chapter imports it.
+#
 # The trainer's side: what goes into a checkpoint, and how it comes back. `on_resume` gives the method the training
 # images again (two-stage CRLC draws its positives from them).
 
@@ -991,23 +924,6 @@ with tempfile.TemporaryDirectory() as _t:
     _whole = _epochs(Trainer(_cfg, _data), 3)
     test_eq([h["loss"] for h in _b.history], [h["loss"] for h in _whole.history])
     for _k, _v in _whole.method.state_dict().items(): test_eq(_b.method.state_dict()[_k], _v)
-    # a second save keeps the first as checkpoint.prev.pt; a damaged latest file falls back to it
-    save_checkpoint(_b.state(), Path(_t) / "checkpoint.pt")
-    (Path(_t) / "checkpoint.pt").write_bytes(b"damaged")
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always"); _ck, _from = load_checkpoint(Path(_t) / "checkpoint.pt")
-    test_eq((_from.name, _ck["epoch"]), ("checkpoint.prev.pt", 2))
-
-# %% [markdown]
-# And a checkpoint that carries code is refused without running it. The "code" here is a class whose unpickling
-# would call `os.system`; the safe loader stops at the unknown global:
-
-# %%
-class _Payload:
-    def __reduce__(self): return (os.system, ("echo this must never run",))
-with tempfile.TemporaryDirectory() as _t:
-    torch.save({"model": _Payload()}, Path(_t) / "evil.pt")
-    test_fail(lambda: load_checkpoint(Path(_t) / "evil.pt"), contains="refusing to load")
 
 # %% [markdown]
 # ## Run folders

@@ -439,14 +439,8 @@ DCDC_SETTINGS = Settings(
 )
 
 # %% [markdown]
-# The table as the trainer reads it, each value with its source; `dcdc_defaults` is the name of the first edition
-# for the same lookup:
-
-# %%
-#| export
-def dcdc_defaults(dataset:str) -> dict:
-    "DCDC's settings for `dataset` (see `DCDC_SETTINGS`)."
-    return DCDC_SETTINGS.resolve(dataset)
+# The table as the trainer reads it, each value with its source; `DCDC_SETTINGS.resolve(dataset)` gives the values
+# alone:
 
 # %%
 import pandas as pd
@@ -459,12 +453,13 @@ pd.DataFrame(DCDC_SETTINGS.table(["cifar10", "cifar100", "stl10", "imagenet_dogs
 # %%
 _table3 = {"cifar10": (0.5, 50), "cifar100": (0.3, 200), "stl10": (0.3, 100), "imagenet10": (0.5, 50),
            "imagenet_dogs": (0.5, 30), "tiny_imagenet": (0.5, 300)}   # the paper's Table III: dataset -> (τ, B)
-test_eq({d: (dcdc_defaults(d)["hparams"]["temperature"], dcdc_defaults(d)["batch_size"]) for d in PAPER_BENCHMARKS}, _table3)
-test_eq({d: dcdc_defaults(d)["hparams"]["over_clusters"] for d in ("cifar10", "tiny_imagenet")}, {"cifar10": 70, "tiny_imagenet": 700})
-test_eq((dcdc_defaults("stl10")["hparams"]["orig_resize"], dcdc_defaults("cifar100")["hparams"]["orig_resize"]), (112 / 96, 1.25))
-test_eq({k: dcdc_defaults("digits")[k] for k in ("backbone", "lr", "batch_size", "epochs")},
+_s = {d: DCDC_SETTINGS.resolve(d) for d in (*PAPER_BENCHMARKS, *DIGIT_DATASETS, "custom")}   # dataset -> its settings
+test_eq({d: (_s[d]["hparams"]["temperature"], _s[d]["batch_size"]) for d in PAPER_BENCHMARKS}, _table3)
+test_eq({d: _s[d]["hparams"]["over_clusters"] for d in ("cifar10", "tiny_imagenet")}, {"cifar10": 70, "tiny_imagenet": 700})
+test_eq((_s["stl10"]["hparams"]["orig_resize"], _s["cifar100"]["hparams"]["orig_resize"]), (112 / 96, 1.25))
+test_eq({k: _s["digits"][k] for k in ("backbone", "lr", "batch_size", "epochs")},
         dict(backbone="small_cnn", lr=2e-3, batch_size=64, epochs=12))
-test_eq((dcdc_defaults("usps")["batch_size"], dcdc_defaults("custom")["backbone"], dcdc_defaults("digits")["hparams"]), (128, "resnet18", {}))
+test_eq((_s["usps"]["batch_size"], _s["custom"]["backbone"], _s["digits"]["hparams"]), (128, "resnet18", {}))
 test_eq(DCDC_SETTINGS.sourced("imagenet_dogs")["batch_size"][1].split(":")[0], "Table III")
 
 # %%
@@ -472,7 +467,7 @@ from deepcluster_nb.train import GLOBAL_DEFAULTS
 
 # %%
 # USPS and MNIST: no row sets a schedule, so they run at the trainer's default, a constant learning rate (as the prose says)
-test_eq([dcdc_defaults(d).get("schedule", GLOBAL_DEFAULTS["schedule"]) for d in ("usps", "mnist")], ["constant", "constant"])
+test_eq([_s[d].get("schedule", GLOBAL_DEFAULTS["schedule"]) for d in ("usps", "mnist")], ["constant", "constant"])
 
 # %% [markdown]
 # ## The model
@@ -517,6 +512,8 @@ class DCDC(ClusterMethod):
     def training_step(self, batch:Batch, head:str="main") -> dict:
         hp, g = self.hparams, self.cluster_heads[head]
         x_orig = reduced_view(batch.raw, hp["orig_resize"]) if hp["orig_resize"] != 1 else batch.raw
+        if batch.raw.is_contiguous(memory_format=torch.channels_last) and batch.raw.shape[1] > 1:   # keep the run's layout
+            x_orig = x_orig.contiguous(memory_format=torch.channels_last)
         u_orig = self.gather(g(self.backbone(x_orig)))
         u_aug = g(self.backbone(torch.cat(batch.views)))
         u_aug = torch.cat([self.gather(u) for u in u_aug.chunk(hp["n_repeat"])])

@@ -27,9 +27,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from deepcluster_nb.infonce import float32_loss, nt_xent, marginal_entropy
 from deepcluster_nb.models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector, mlp,
-                                   make_backbone)
+                                   make_backbone, predict)
 from deepcluster_nb.augment import AugmentConfig, cc_recipe
 from deepcluster_nb.data import PAPER_BENCHMARKS, DIGIT_DATASETS
+from deepcluster_nb.runs import load_checkpoint
 
 # %%
 import time, tempfile
@@ -500,9 +501,8 @@ assert torch.isfinite(net_grad(200., 0.01, _e1)).all()                   # smoot
 # probabilities and subtracts $2\cdot\frac12\big(H(\bar p^a) + H(\bar p^b)\big)$, i.e. $\lambda_1 = 1$ per view.
 #
 # This is the balance term that every method of the course shares (InfoNCE chapter, §9): `marginal_entropy` comes
-# from `deepcluster_nb.infonce` and is not written again here (it stays importable from `deepcluster_nb.crlc`). It
-# accepts leading dimensions, so one call gives the entropy of every subhead. Checked once more against the printed
-# sum:
+# from `deepcluster_nb.infonce` and is not written again here. It accepts leading dimensions, so one call gives the
+# entropy of every subhead. Checked once more against the printed sum:
 
 # %%
 def marginal_entropy_loop(q):
@@ -949,9 +949,8 @@ _np2 = NeighbourPositives(5); _np2.load_state_dict(_np.state_dict()); test_eq(_n
 
 # %% [markdown]
 # Stage two starts from stage one's network: `pretrained=` names a checkpoint whose backbone and RL-head initialise the
-# model (the C-subheads start fresh). The file is read with the trainer's `load_checkpoint`, PyTorch's safe loader,
-# which refuses a file that carries code. The trainer's module sits above the methods (it imports none of them), so it
-# is imported when the function runs, not when this module loads.
+# model (the C-subheads start fresh). The file is read with `load_checkpoint` (appendix *Run folders*), PyTorch's safe
+# loader, which refuses a file that carries code.
 
 # %%
 #| export
@@ -959,8 +958,7 @@ def load_pretrained(model:nn.Module, # loaded in place
                     path:str, # a run's checkpoint.pt, or any file holding {"model": state_dict} or a state dict
                     prefixes:tuple=("backbone.", "rl_head."), # the parts to take from it
                    ):
-    "Initialise the parts of `model` named by `prefixes` from a checkpoint (read with the trainer's safe `load_checkpoint`)."
-    from deepcluster_nb.train import load_checkpoint     # the layer above this one: imported when needed
+    "Initialise the parts of `model` named by `prefixes` from a checkpoint (read with the safe `load_checkpoint`)."
     state = load_checkpoint(path, map_location=next(model.parameters()).device)[0]
     state = state.get("model", state)
     keep = {k: v for k, v in state.items() if k.startswith(prefixes)}
@@ -1066,7 +1064,7 @@ test_eq({r[0] for r in CRLC_PAPER.results}, set(PAPER_BENCHMARKS) - {"tiny_image
 # sections, the official code where the paper gives no number, and "ours" for the digit datasets, for Tiny-ImageNet
 # (which the paper does not use) and for data it does not name. The paper's hyperparameters are also the
 # constructor's defaults; the table repeats them for its benchmarks so that a run's settings print their source.
-# `crlc_defaults` is the name of the first edition for the same lookup.
+# `CRLC_SETTINGS.resolve(dataset)` gives the values alone.
 
 # %%
 #| export
@@ -1112,28 +1110,25 @@ CRLC_SETTINGS = Settings(
             "learning rate (as on USPS)", epochs=10),
 )
 
-def crlc_defaults(dataset:str) -> dict:
-    "CRLC's settings for `dataset` (see `CRLC_SETTINGS`)."
-    return CRLC_SETTINGS.resolve(dataset)
-
 # %%
 pd.DataFrame(CRLC_SETTINGS.table(["cifar10", "stl10", "imagenet_dogs", "tiny_imagenet", "digits", "usps", "custom"],
                                  ["backbone", "optimizer", "lr", "weight_decay", "batch_size", "epochs", "protocol"])).set_index("dataset")
 
 # %%
-_d = crlc_defaults("cifar10")
+_s = {d: CRLC_SETTINGS.resolve(d) for d in (*PAPER_BENCHMARKS, *DIGIT_DATASETS, "custom")}   # dataset -> its settings
+_d = _s["cifar10"]
 test_eq({k: _d[k] for k in ("backbone", "stem", "image_size", "optimizer", "lr", "weight_decay", "batch_size", "epochs", "protocol")},
         dict(backbone="resnet34", stem="small", image_size="native", optimizer="sgd", lr=0.1, weight_decay=5e-4, batch_size=512,
              epochs=2000, protocol="train-test"))
-test_eq({d: crlc_defaults(d)["epochs"] for d in PAPER_BENCHMARKS},
+test_eq({d: _s[d]["epochs"] for d in PAPER_BENCHMARKS},
         dict(cifar10=2000, cifar100=2000, stl10=2000, imagenet10=500, imagenet_dogs=500, tiny_imagenet=2000))
-test_eq({k: crlc_defaults("digits")[k] for k in ("backbone", "optimizer", "lr", "weight_decay", "batch_size", "epochs")},
+test_eq({k: _s["digits"][k] for k in ("backbone", "optimizer", "lr", "weight_decay", "batch_size", "epochs")},
         dict(backbone="small_cnn", optimizer="adam", lr=2e-3, weight_decay=0.0, batch_size=32, epochs=12))
-test_eq((crlc_defaults("usps")["batch_size"], crlc_defaults("usps")["epochs"], crlc_defaults("mnist")["epochs"], crlc_defaults("custom")["backbone"]),
+test_eq((_s["usps"]["batch_size"], _s["usps"]["epochs"], _s["mnist"]["epochs"], _s["custom"]["backbone"]),
         (128, 15, 10, "resnet18"))
-test_eq((crlc_defaults("cifar10")["hparams"]["lambda_2"], crlc_defaults("digits")["hparams"]), (10.0, {}))
+test_eq((_s["cifar10"]["hparams"]["lambda_2"], _s["digits"]["hparams"]), (10.0, {}))
 test_eq(CRLC_SETTINGS.sourced("imagenet_dogs")["epochs"], (500, "App. A.7: 500 epochs suffice on ImageNet-10 and ImageNet-Dogs"))
-assert all(crlc_defaults(d)["augment"] is crlc_recipe for d in (*PAPER_BENCHMARKS, *DIGIT_DATASETS, "custom"))
+assert all(s["augment"] is crlc_recipe for s in _s.values())
 
 # %% [markdown]
 # **The model composes the parts.** It owns the backbone, the RL-head and the $H$ C-subheads, and, when an option asks
@@ -1146,9 +1141,8 @@ assert all(crlc_defaults(d)["augment"] is crlc_recipe for d in (*PAPER_BENCHMARK
 #
 # The hooks receive what they need, never the trainer. `on_train_start(images, augment, seed)` loads the backbone and
 # RL-head of a `pretrained` checkpoint (`load_pretrained`), sizes the memory bank for the training set and builds the
-# neighbour table from the RL-head's features of the un-augmented images, computed with the trainer's `predict` (imported
-# in the hook, like `load_checkpoint` above); `on_resume(images, augment)` attaches the images again; `after_step(step)`
-# moves the bank.
+# neighbour table from the RL-head's features of the un-augmented images, computed with `predict` (models chapter);
+# `on_resume(images, augment)` attaches the images again; `after_step(step)` moves the bank.
 
 # %%
 #| export
@@ -1249,7 +1243,6 @@ class CRLC(ClusterMethod):
         if self.hparams["pretrained"]: load_pretrained(self, self.hparams["pretrained"])
         if self.memory is not None: self.memory.reset(len(images))
         if self.neighbours is not None:
-            from deepcluster_nb.train import predict        # the layer above this one: imported when needed
             z = predict(self, images, augment, device=dev, keys=("z",))["z"]
             self.neighbours.attach(images, augment); self.neighbours.build(torch.from_numpy(z).to(dev))
 
@@ -1334,7 +1327,6 @@ _fresh.load_state_dict(_mb_model.state_dict()); test_eq(_fresh.memory.bank.bank,
 
 # %%
 from deepcluster_nb.augment import BatchAugment
-from deepcluster_nb.train import predict
 
 # %%
 _aug8 = BatchAugment(crlc_recipe("digits", 8), mean=[0.3], std=[0.4])
@@ -1359,7 +1351,8 @@ _ts2.on_resume(_imgs8, _aug8); assert torch.isfinite(_ts2.training_step(_b8)["lo
 # right shape, without loading CIFAR-10); on digits it resolves to the CPU-sized settings.
 
 # %%
-from deepcluster_nb.train import Trainer, TrainConfig, resolve_config, evaluate_clustering, plot_history
+from deepcluster_nb.train import Trainer, TrainConfig, resolve_config, plot_history
+from deepcluster_nb.metrics import score_assignments
 from deepcluster_nb.data import ClusterData, ImageData, load_dataset
 
 # %%
@@ -1435,7 +1428,7 @@ _ = plot_history(tr.history, "CRLC on digits")
 
 # %%
 _all = tr.method.eval()(tr.aug.eval_view(tr.x))["all_probs"].detach()
-_accs = [evaluate_clustering(_digits.train.y, _all[:, h].numpy())["acc"] for h in range(_all.shape[1])]
+_accs = [score_assignments(_digits.train.y, _all[:, h].numpy())["acc"] for h in range(_all.shape[1])]
 _sel = int(tr.method.subhead_loss.argmin())
 print("running training loss per subhead:", tr.method.subhead_loss.numpy().round(3))
 print("ACC per subhead:                  ", np.round(_accs, 3))

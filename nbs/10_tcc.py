@@ -588,13 +588,9 @@ TCC_SETTINGS = Settings(
             "learning rate (as on USPS)", epochs=12),
 )
 
-def tcc_defaults(dataset:str) -> dict:
-    "TCC's settings for `dataset` (see `TCC_SETTINGS`)."
-    return TCC_SETTINGS.resolve(dataset)
-
 # %% [markdown]
-# The table as the trainer reads it, each value with its source; `tcc_defaults` is the name of the first edition for
-# the same lookup:
+# The table as the trainer reads it, each value with its source; `TCC_SETTINGS.resolve(dataset)` gives the values
+# alone:
 
 # %%
 import pandas as pd
@@ -605,15 +601,16 @@ pd.DataFrame(TCC_SETTINGS.table(["cifar10", "cifar100", "imagenet_dogs", "tiny_i
                                  "hparams.alpha", "hparams.entropy"])).set_index("dataset")
 
 # %%
-_d = tcc_defaults("cifar10")
+_s = {d: TCC_SETTINGS.resolve(d) for d in (*PAPER_BENCHMARKS, *DIGIT_DATASETS, "custom")}   # dataset -> its settings
+_d = _s["cifar10"]
 test_eq((_d["backbone"], _d["stem"], _d["image_size"], _d["lr"], _d["batch_size"], _d["epochs"]), ("resnet34", "small", "native", 3e-3, 320, 1000))
-test_eq({d: tcc_defaults(d)["batch_size"] for d in PAPER_BENCHMARKS}, {d: 32 * k for d, k in PAPER_K.items()})   # 32·K
-test_eq((tcc_defaults("imagenet_dogs")["batch_size"], tcc_defaults("tiny_imagenet")["stem"], tcc_defaults("stl10")["stem"]),
+test_eq({d: _s[d]["batch_size"] for d in PAPER_BENCHMARKS}, {d: 32 * k for d, k in PAPER_K.items()})   # 32·K
+test_eq((_s["imagenet_dogs"]["batch_size"], _s["tiny_imagenet"]["stem"], _s["stl10"]["stem"]),
         (480, "imagenet", "small"))
-test_eq((tcc_defaults("digits")["epochs"], tcc_defaults("mnist")["epochs"], tcc_defaults("usps")["batch_size"]), (200, 12, 128))
-test_eq(tcc_defaults("digits")["hparams"], dict(tau=0.5, momentum=0.9, queue_per_cluster=5, queue_size=1024, alpha=0.3, entropy="marginal"))
-test_eq({k: tcc_defaults("custom")[k] for k in ("backbone", "batch_size", "epochs", "lr")},
-        dict(backbone="resnet18", batch_size=320, epochs=500, lr=3e-3)); test_eq(tcc_defaults("custom")["hparams"], {})
+test_eq((_s["digits"]["epochs"], _s["mnist"]["epochs"], _s["usps"]["batch_size"]), (200, 12, 128))
+test_eq(_s["digits"]["hparams"], dict(tau=0.5, momentum=0.9, queue_per_cluster=5, queue_size=1024, alpha=0.3, entropy="marginal"))
+test_eq({k: _s["custom"][k] for k in ("backbone", "batch_size", "epochs", "lr")},
+        dict(backbone="resnet18", batch_size=320, epochs=500, lr=3e-3)); test_eq(_s["custom"]["hparams"], {})
 test_eq(TCC_SETTINGS.sourced("cifar100")["batch_size"], (640, "Sec. 5.2, 5.4: batch 32·K, K = 20 (Table 1)"))
 
 # %%
@@ -794,7 +791,7 @@ test_eq(_cd.hparams, dict(tau=0.5, momentum=0.9, queue_per_cluster=5, queue_size
 # %%
 import os, tempfile, time
 from deepcluster_nb.train import plot_history
-from deepcluster_nb.metrics import evaluate, kmeans_labels
+from deepcluster_nb.metrics import clustering_scores, kmeans_labels
 
 # %%
 _digits = load_dataset("digits")
@@ -808,12 +805,12 @@ with tempfile.TemporaryDirectory() as _t:
     _secs = time.time() - _t0
 torch.set_num_threads(_threads)
 _out = _tr.predictions
-_km = evaluate(_digits.train.y, kmeans_labels(_out["features"], 10))
+_km = clustering_scores(_digits.train.y, kmeans_labels(_out["features"], 10))
 print(f"{_met['epochs']} epochs, {_secs:.0f} s;  argmax of q(k|x): " + ", ".join(f"{k.upper()} {_met[k]:.3f}" for k in ("acc", "nmi", "ari")))
 print("k-means on f(x): " + ", ".join(f"{k.upper()} {v:.3f}" for k, v in _km.items()))
 print(f"mean confidence max_k q(k|x): {_out['probs'].max(1).mean():.3f}; cluster sizes {_met['cluster_sizes']}")
 assert _met["acc"] > 0.5 and _met["empty_clusters"] == 0 and _met["largest_cluster"] < 0.5, _met
-test_close(evaluate(_digits.train.y, _out["probs"].argmax(1))["acc"], _met["acc"], eps=1e-9)   # the trainer evaluated these predictions
+test_close(clustering_scores(_digits.train.y, _out["probs"].argmax(1))["acc"], _met["acc"], eps=1e-9)   # the trainer evaluated these predictions
 test_eq(int(_tr.method.Q.queue.shape[0]), 1024)          # J = 1,024 < 1,797 images: no cap needed
 _ = plot_history(_tr.history, "TCC on digits (seed 0)")
 
@@ -860,7 +857,7 @@ def _digits_run(seed, **hp):
         m = tr.fit()
     torch.set_num_threads(threads)
     o = tr.predictions
-    km = evaluate(_digits.train.y, kmeans_labels(o["features"], 10))
+    km = clustering_scores(_digits.train.y, kmeans_labels(o["features"], 10))
     return {**{k: round(m[k], 3) for k in ("acc", "nmi", "ari")}, "confidence": round(float(o["probs"].max(1).mean()), 3),
             "kmeans_acc": round(km["acc"], 3)}
 

@@ -280,8 +280,7 @@ assert abs(_cross(_q)) <= 0.06 and _cross(_p) > 0.2
 # $-\infty$. A small row-wise KL first, since the anchor loss below needs it too.
 #
 # The loss is exported as `target_kl_loss`, a name that says what it computes: CC's chapter has a `cluster_loss` of
-# its own (a contrast of columns), and two losses under one name are one too many. `cluster_loss` stays importable
-# from this module as an alias of `target_kl_loss`.
+# its own (a contrast of columns), and two losses under one name are one too many.
 
 # %%
 #| export
@@ -315,8 +314,6 @@ def target_kl_loss(q:torch.Tensor, # (N, K) soft assignments of the (raw) images
     p = target_distribution(q).detach()   # $p_{ij}$, a constant
     return kl_rows(p, q).mean()           # $\frac1N\sum_i \mathrm{KL}(p_i\|q_i)$
 
-cluster_loss = target_kl_loss   # the first edition's name (CC's chapter has a different `cluster_loss`)
-
 # %%
 show_doc(target_kl_loss)
 
@@ -326,7 +323,6 @@ for _n, _k in [(8, 3), (30, 10), (6, 6)]:
     test_close(target_kl_loss(_q), target_kl_loop(_q), eps=1e-6)
     assert target_kl_loss(_q) > 0
 test_close(target_kl_loss(torch.full((6, 4), 0.25, dtype=torch.float64)), 0., eps=1e-9)  # P = Q: nothing to learn
-assert cluster_loss is target_kl_loss                                                     # the old name still imports
 # no gradient through P: autograd of the loss equals that of the KL with P passed in as a constant
 _l = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
 _g1, = torch.autograd.grad(target_kl_loss(torch.softmax(_l, 1)), _l)

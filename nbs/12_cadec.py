@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from deepcluster_nb.dec import student_t_assignment, target_distribution, target_kl_loss, anchor_loss, kl_rows
 from deepcluster_nb.infonce import float32_loss, nt_xent
 from deepcluster_nb.models import (ClusterMethod, Batch, Paper, Settings, setting, register_method, instance_projector,
-                                   make_backbone)
+                                   make_backbone, predict)
 from deepcluster_nb.data import PAPER_BENCHMARKS, DIGIT_DATASETS, ImageData
 from deepcluster_nb.augment import cc_recipe
 from deepcluster_nb.metrics import clustering_scores, kmeans_fit, kmeans_labels
@@ -429,14 +429,8 @@ class CADEC(ClusterMethod):
 show_doc(CADEC)
 
 # %% [markdown]
-# The settings table, as the trainer reads it (each value with its source); `cadec_defaults` is the name of the
-# first edition for the same lookup:
-
-# %%
-#| export
-def cadec_defaults(dataset:str) -> dict:
-    "CADEC's settings for `dataset` (see `CADEC_SETTINGS`)."
-    return CADEC_SETTINGS.resolve(dataset)
+# The settings table, as the trainer reads it (each value with its source); `CADEC_SETTINGS.resolve(dataset)` gives
+# the values alone:
 
 # %%
 import pandas as pd
@@ -446,14 +440,15 @@ pd.DataFrame(CADEC_SETTINGS.table(["cifar10", "tiny_imagenet", "digits", "usps",
                                   ["backbone", "image_size", "lr", "batch_size", "epochs", "hparams.weights"])).set_index("dataset")
 
 # %%
+_s = {d: CADEC_SETTINGS.resolve(d) for d in (*PAPER_BENCHMARKS, *DIGIT_DATASETS, "custom")}   # dataset -> its settings
 _fields = ("backbone", "stem", "image_size", "optimizer", "lr", "weight_decay", "batch_size", "epochs", "augment")
 for _d in PAPER_BENCHMARKS:
-    test_eq({k: cadec_defaults(_d)[k] for k in _fields},
+    test_eq({k: _s[_d][k] for k in _fields},
             dict(backbone="resnet34", stem="imagenet", image_size=224, optimizer="adam", lr=3e-4, weight_decay=0.0,
                  batch_size=128, epochs=2000, augment=cc_recipe))
-test_eq([(cadec_defaults(d)["backbone"], cadec_defaults(d)["lr"], cadec_defaults(d)["epochs"]) for d in ("digits", "mnist", "custom")],
+test_eq([(_s[d]["backbone"], _s[d]["lr"], _s[d]["epochs"]) for d in ("digits", "mnist", "custom")],
         [("small_cnn", 2e-3, 60), ("small_cnn", 2e-3, 8), ("resnet18", 3e-4, 200)])
-test_eq(cadec_defaults("digits")["hparams"], dict(init_step=140))                 # digits: the constructor's defaults, a second k-means at step 140
+test_eq(_s["digits"]["hparams"], dict(init_step=140))   # digits: the constructor's defaults, a second k-means at step 140
 test_eq(CADEC_SETTINGS.sourced("cifar10")["epochs"], (2000, "Implementation Details: batch 128, 2,000 epochs"))
 test_eq(set(NOT_IN_PAPER), {"cifar100", "stl10"}); test_eq({r[0] for r in CADEC_PAPER.results}, set(CADEC_BENCHMARKS))
 for _d in NOT_IN_PAPER: assert all(src.startswith("ours") for _, src in CADEC_SETTINGS.sourced(_d).values()), _d
@@ -560,7 +555,7 @@ assert (_dp["backbone.net.0.weight"] * _dc["backbone.net.0.weight"] < 0).float()
 # ## Two evaluations
 # The paper reports every data set twice: from the cluster predictions ($\arg\max_j q^0_{ij}$) and from k-means on the
 # learned representation. Its text says the representation is the output of the instance head ($z$), the official
-# evaluation clusters the backbone feature $h$; `representation` chooses. Nothing here is new machinery: the trainer
+# evaluation clusters the backbone feature $h$; `representation` chooses. Nothing here is new machinery: the models
 # chapter's `predict` runs the model over the images, the metrics chapter's `kmeans_labels` clusters the
 # representation and `clustering_scores` scores both. (The run report computes its own k-means on the backbone
 # features that every method returns.)
@@ -577,14 +572,11 @@ def cadec_scores(method:CADEC, # a trained CADEC model
                  l2:bool=False, # L2-normalise the representation before k-means (z already is)
                 ) -> dict: # {"cluster": {acc, nmi, ari}, "representation": {acc, nmi, ari}}
     "ACC/NMI/ARI of CADEC's two evaluations: the argmax of the soft assignment q, and k-means on the representation."
-    from deepcluster_nb.train import predict    # the trainer sits above the methods: imported only when used
     if representation not in ("z", "h"): raise ValueError(f"representation must be 'z' or 'h', got {representation!r}")
     key = "z" if representation == "z" else "features"
     out = predict(method, data, aug, batch_size, device=method.centers.device, keys=("probs", key))
     km = kmeans_labels(out[key], method.n_clusters, seed, n_init, l2=l2)
     return {"cluster": clustering_scores(data.y, out["probs"].argmax(1)), "representation": clustering_scores(data.y, km)}
-
-cadec_evaluate = cadec_scores   # the first edition's name
 
 # %%
 show_doc(cadec_scores)
@@ -595,7 +587,7 @@ test_eq(set(_e), {"cluster", "representation"}); test_eq(set(_e["cluster"]), {"a
 test_fail(lambda: cadec_scores(_m, _digits.train, _aug, representation="q"), contains="'z' or 'h'")
 with torch.no_grad(): _m.eval(); _pred = _m(_aug.eval_view(_digits.train.x))["probs"].argmax(1).numpy(); _m.train()
 test_eq(_e["cluster"], clustering_scores(_digits.train.y, _pred))       # the argmax of q on the un-augmented images
-assert cadec_evaluate is cadec_scores and _m.training                    # the old name; the model is left in training mode
+assert _m.training                                                        # the model is left in training mode
 
 # %% [markdown]
 # ## Training on digits

@@ -29,10 +29,10 @@ import torch
 from deepcluster_nb.data import ImageData
 from deepcluster_nb.metrics import (clustering_scores, cluster_sizes, match_clusters, matched_confusion, collapse_warnings,
                                     COLLAPSE_SHARE, kmeans_labels, sklearn_threads)
-from deepcluster_nb.models import get_method, available_methods
+from deepcluster_nb.models import get_method, available_methods, predict
 from deepcluster_nb.data import PAPER_BENCHMARKS
-from deepcluster_nb.train import Trainer, TrainConfig, predict, plot_history, plot_confusion, write_json, load_checkpoint, pick_device
-from deepcluster_nb.runs import read_marker, update_marker
+from deepcluster_nb.train import Trainer, TrainConfig, plot_history, plot_confusion, pick_device
+from deepcluster_nb.runs import read_marker, update_marker, write_json, load_checkpoint
 
 # %% [markdown]
 # This appendix is tooling around the course, not part of its argument: the method chapters score their runs with
@@ -49,8 +49,8 @@ from deepcluster_nb.runs import read_marker, update_marker
 # ```
 #
 # The shared pieces come from the chapters that own them: the Hungarian matching, k-means and the collapse rule
-# from the metrics chapter, `predict` and the checkpoint loader from the trainer, and the papers' numbers from each
-# method's own module. Everything below runs on a run we train here: three epochs of CC on the 8×8 digits.
+# from the metrics chapter, `predict` from the models chapter, the trainer to rebuild a run, the checkpoint loader
+# from the appendix on run folders, and the papers' numbers from each method's own module. Everything below runs on a run we train here: three epochs of CC on the 8×8 digits.
 
 # %%
 import tempfile
@@ -297,11 +297,11 @@ test_eq(_o.getvalue().strip(), "cc on digits: 2 seeds, ACC 0.850 ± 0.071, worst
 # ## Loading a run
 # A checkpoint stores its configuration (every setting already resolved from the method's table, the data folder
 # included), so the trainer can be rebuilt exactly as it was and the weights loaded into it. The evaluation then uses
-# the trainer's `predict`: the same resizing and the same normalisation as in training, no augmentation. The
-# checkpoint is read with the trainer's `load_checkpoint`, PyTorch's safe loader, which refuses a file that carries
-# code instead of running it. Two things may be overridden: the device (a run trained on a GPU can be inspected on a
-# laptop) and the data folder (by default the one the run recorded; if that folder does not exist where the report
-# runs, the default one). Before anything is built we check that the path exists and holds a checkpoint, and — when
+# `predict` (models chapter) with the run's augmentation: the same resizing and the same normalisation as in training,
+# no augmentation. The checkpoint is read with `load_checkpoint` (appendix *Run folders*), PyTorch's safe loader,
+# which refuses a file that carries code instead of running it. Two things may be overridden: the device (a run
+# trained on a GPU can be inspected on a laptop) and the data folder (by default the one the run recorded; if that
+# folder does not exist where the report runs, the default one). Before anything is built we check that the path exists and holds a checkpoint, and — when
 # the caller says which method or dataset it expects — that the checkpoint is of that kind, so a mixed-up folder
 # fails with a message instead of a shape error deep in `load_state_dict`.
 

@@ -23,7 +23,8 @@ from fastcore.test import test_eq, test_close, test_fail
 from __future__ import annotations
 import argparse, difflib, inspect, os, sys
 import torch.distributed as dist
-from deepcluster_nb.train import TrainConfig, Trainer, ConfigError, RunFolderExists, UnsafeCheckpoint, config_help, coerce_value
+from deepcluster_nb.train import TrainConfig, Trainer, ConfigError, config_help, coerce_value
+from deepcluster_nb.runs import RunFolderExists, UnsafeCheckpoint
 from deepcluster_nb.report import RunMismatch
 from deepcluster_nb.readers import build_imagenet_subset, IMAGENET_SUBSETS
 

@@ -8,7 +8,7 @@
 
 # %% [markdown]
 # # Appendix: run folders
-# > Engineering around the course: how the trainer and the report know which folders are theirs — a marker file that lists every file the project wrote — and the rules that decide, before anything is read or written, whether a folder may be used, resumed or overwritten.
+# > Engineering around the course: how the trainer and the report know which folders are theirs — a marker file that lists every file the project wrote — the rules that decide, before anything is read or written, whether a folder may be used, resumed or overwritten, and the files a run writes there: checkpoints and JSON, written atomically and read back safely.
 
 # %%
 #| default_exp runs
@@ -21,9 +21,10 @@ from fastcore.test import test_eq, test_close, test_fail
 # %%
 #| export
 from __future__ import annotations
-import datetime, json, os
+import datetime, json, os, shutil, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+import torch
 
 # %%
 import tempfile
@@ -223,6 +224,97 @@ with tempfile.TemporaryDirectory() as _t:
     test_eq(read_marker(_r)["status"], "running")
     test_fail(lambda: check_run_folder(_r, resume=True), contains="has no checkpoint")
     test_eq(check_run_folder(_r), "new")                  # a marker and nothing of its own: nothing to lose
+
+# %% [markdown]
+# ## Checkpoints and JSON files
+# What a run writes into its folder is written so that a kill at any moment leaves a complete file: to a temporary
+# file first, then moved into place with `os.replace`, which is atomic. A checkpoint holds only tensors and plain data
+# (the trainer chapter lists what), so it loads with `torch.load(weights_only=True)` — PyTorch's safe loader, which
+# refuses a file that carries code instead of running it. The previous checkpoint is kept beside the latest, so a
+# latest file damaged later (a full disk, a bad copy) falls back to the one before. The trainer writes its checkpoints
+# and JSON files with these functions; the report and CRLC's second stage read checkpoints with `load_checkpoint`.
+
+# %%
+#| export
+def write_json(obj, path):
+    "Write JSON atomically."
+    path = Path(path); tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))); os.replace(tmp, path)
+
+def atomic_save(obj, path):
+    "torch.save to a temporary file, then atomically replace `path`."
+    path = Path(path); tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp); os.replace(tmp, path)
+
+def save_checkpoint(state:dict, # what `Trainer.state` returns
+                    path, # the checkpoint file; the one it replaces becomes NAME.prev.pt
+                   ):
+    "Write a checkpoint atomically, keeping the previous one as `<name>.prev.pt` (at every moment both are complete)."
+    path = Path(path); prev = path.with_suffix(".prev.pt")
+    if path.exists():
+        link = prev.with_name(prev.name + ".tmp")
+        link.unlink(missing_ok=True)
+        try: os.link(path, link)
+        except OSError: shutil.copy2(path, link)
+        os.replace(link, prev)
+    atomic_save(state, path)
+
+class UnsafeCheckpoint(RuntimeError):
+    "A checkpoint that holds code or other Python objects: refused, never executed."
+
+def load_checkpoint(path, # a checkpoint file (its `.prev.pt` sibling is the fallback)
+                    map_location="cpu") -> tuple: # (the state dict, the file it came from)
+    "Load a checkpoint with `weights_only=True`; fall back to the previous one, with a warning, if the latest is damaged."
+    path = Path(path); errors = []
+    for p in (path, path.with_suffix(".prev.pt")):
+        if not p.exists(): continue
+        try: return torch.load(p, map_location=map_location, weights_only=True), p
+        except Exception as e:
+            why = next((l.strip() for l in str(e).splitlines() if "GLOBAL" in l), None)
+            if why:   # the safe unpickler met a reference to code (garbage bytes fail differently: a damaged file)
+                raise UnsafeCheckpoint(f"refusing to load {p}: it holds Python objects other than tensors and plain data "
+                                       f"(code could run on loading; {why}). Checkpoints written by this package never do; "
+                                       f"only load files you trust") from None
+            errors.append(f"{p.name}: {type(e).__name__}: {str(e).strip().splitlines()[0][:120]}")
+            warnings.warn(f"cannot read {p} ({errors[-1]}); trying the previous checkpoint")
+    raise FileNotFoundError(f"no readable checkpoint at {path}" + (f" ({'; '.join(errors)})" if errors else ""))
+
+# %%
+show_doc(load_checkpoint)
+
+# %% [markdown]
+# Two saves keep both checkpoints; a damaged latest file falls back, with a warning, to the one before; a path with
+# neither file is a `FileNotFoundError`. `write_json` writes what JSON cannot hold by itself (tensors, arrays,
+# paths) as lists and strings.
+
+# %%
+with tempfile.TemporaryDirectory() as _t:
+    _ck = Path(_t) / "checkpoint.pt"
+    save_checkpoint({"epoch": 1, "w": torch.arange(3.)}, _ck); save_checkpoint({"epoch": 2, "w": torch.ones(3)}, _ck)
+    test_eq(sorted(p.name for p in Path(_t).iterdir()), ["checkpoint.prev.pt", "checkpoint.pt"])   # no temporaries left
+    test_eq(load_checkpoint(_ck)[0]["epoch"], 2)
+    _ck.write_bytes(b"damaged")
+    with warnings.catch_warnings(record=True) as _w:
+        warnings.simplefilter("always"); _state, _from = load_checkpoint(_ck)
+    test_eq((_from.name, _state["epoch"], _state["w"].tolist()), ("checkpoint.prev.pt", 1, [0., 1., 2.]))
+    assert any("trying the previous checkpoint" in str(w.message) for w in _w)
+    test_fail(lambda: load_checkpoint(Path(_t) / "other.pt"), contains="no readable checkpoint")
+    write_json({"acc": torch.tensor(0.5), "sizes": torch.tensor([1, 2]), "dir": Path(_t)}, Path(_t) / "m.json")
+    test_eq(json.loads((Path(_t) / "m.json").read_text()), {"acc": 0.5, "sizes": [1, 2], "dir": _t})
+
+# %% [markdown]
+# And a checkpoint that carries code is refused without running it. The "code" here is a class whose unpickling
+# would call `os.system` to write a file; the safe loader stops at the unknown global, and the file is never written:
+
+# %%
+class _Payload:
+    def __init__(self, cmd): self.cmd = cmd
+    def __reduce__(self): return (os.system, (self.cmd,))
+with tempfile.TemporaryDirectory() as _t:
+    torch.save({"model": _Payload(f"echo ran > {Path(_t) / 'ran'}")}, Path(_t) / "evil.pt")
+    try: load_checkpoint(Path(_t) / "evil.pt"); raise AssertionError("the payload was loaded")
+    except UnsafeCheckpoint as e: assert "refusing to load" in str(e), e
+    assert not (Path(_t) / "ran").exists()                                # the command never ran
 
 # %%
 #| hide

@@ -64,7 +64,7 @@
 # | [`01_metrics`](01_metrics.ipynb) | `metrics` | ACC by Hungarian matching (and the many-to-one variant, labelled as such), NMI, ARI |
 # | [`02_data`](02_data.ipynb) | `data` | every benchmark as one in-memory `uint8` tensor; offline errors that name the files |
 # | [`03_augment`](03_augment.ipynb) | `augment` | SimCLR-family augmentation with per-image parameters, batched on CPU or GPU; the digits recipe that varies the pen, and the probe that measures it |
-# | [`04_models`](04_models.ipynb) | `models` | ResNet backbones (ImageNet or small-image stem), a small CNN, heads, momentum encoder, queue, the method interface |
+# | [`04_models`](04_models.ipynb) | `models` | ResNet backbones (ImageNet or small-image stem), a small CNN, heads, momentum encoder, queue, the method interface, `predict` |
 # | [`05_infonce`](05_infonce.ipynb) | `infonce` | InfoNCE from first principles: the bound, the optimal critic, NT-Xent and its gradient |
 # | [`06_cc`](06_cc.ipynb) | `cc` | Contrastive Clustering, Eq. 1–7, and where the official code departs from the paper |
 # | [`07_train`](07_train.ipynb) | `train` | the one trainer: configuration, seeds, evaluation, atomic checkpoints, exact resume |
@@ -86,7 +86,7 @@
 # | [`A5_main`](A5_main.ipynb) | `__main__` | what `python -m deepcluster_nb` runs |
 # | [`A6_memory`](A6_memory.ipynb) | `memory` | what a training step holds (weights, gradients, optimiser state, the tensors autograd saves), counted on the meta device, and the refusal of a run that cannot fit |
 # | [`A7_readers`](A7_readers.ipynb) | `readers` | the parsers of the benchmarks' real files (IDX, LIBSVM, CIFAR pickles, STL-10 binaries, image folders) and the ImageNet-10/Dogs builder |
-# | [`A8_runs`](A8_runs.ipynb) | `runs` | run folders: the marker that lists the project's files, and the rules for new, resumed and overwritten runs |
+# | [`A8_runs`](A8_runs.ipynb) | `runs` | run folders: the marker that lists the project's files, the rules for new, resumed and overwritten runs, and the checkpoint and JSON files (written atomically, loaded safely) |
 #
 # The run notebooks, parameterised for papermill:
 #
@@ -151,6 +151,29 @@
 # ```
 #
 # Datasets and where to put them offline: [`data/README.md`](../data/README.md).
+
+# %% [markdown]
+# ## Renamed in this version
+#
+# The package keeps no second names for old ones. Code written against the previous version changes as follows:
+#
+# | before | now |
+# |---|---|
+# | `cc.cc_defaults(dataset)` | `cc.CC_SETTINGS.resolve(dataset)` |
+# | `dcdc.dcdc_defaults(dataset)` | `dcdc.DCDC_SETTINGS.resolve(dataset)` |
+# | `crlc.crlc_defaults(dataset)` | `crlc.CRLC_SETTINGS.resolve(dataset)` |
+# | `tcc.tcc_defaults(dataset)` | `tcc.TCC_SETTINGS.resolve(dataset)` |
+# | `cadec.cadec_defaults(dataset)` | `cadec.CADEC_SETTINGS.resolve(dataset)` |
+# | `cadec.cadec_evaluate` | `cadec.cadec_scores` |
+# | `train.evaluate_clustering` | `metrics.score_assignments` |
+# | `metrics.evaluate` | `metrics.clustering_scores` |
+# | `dec.cluster_loss` | `dec.target_kl_loss` (`cc.cluster_loss` is CC's own loss and keeps its name) |
+# | `train.predict` | `models.predict` |
+# | `train.save_checkpoint`, `train.load_checkpoint`, `train.write_json`, `train.atomic_save`, `train.UnsafeCheckpoint` | the same names in `deepcluster_nb.runs` |
+# | `RunFolderExists` (imported through `train`) | `runs.RunFolderExists` |
+#
+# One behaviour changed: `resume=True` on a folder without a checkpoint is refused, with a message that says what the
+# folder holds; start the run without `resume` (with `overwrite=True` when the folder holds an earlier run of its own).
 
 # %% [markdown]
 # ## Measured results

@@ -52,3 +52,37 @@ def test_train_notebook_parameters_are_the_config_fields():
     assert "".join(params[0]["source"]).strip() == parameters_cell().strip(), (
         "the parameters cell of nbs/train.py differs from TrainConfig: replace it with the output of "
         "`.venv/bin/python -c 'from deepcluster_nb.train import parameters_cell; print(parameters_cell())'`, then bash ci/nbsync.sh nbs/train.py")
+
+# The package's layers, lowest first. A module may import only modules listed before it: the method chapters build on
+# the models, the data and the losses, the trainer on the methods' interface, the tools around the course (data
+# parallelism, the report, the benchmarks, the command line) on the trainer. The methods reach the trainer only through
+# the registry, by name (`models.available_methods`), never by an import.
+LAYERS = ("__init__", "metrics", "readers", "data", "models", "memory", "infonce", "augment_kernels", "augment", "runs",
+          "cc", "dcdc", "crlc", "tcc", "dec", "cadec",
+          "train", "distributed", "report", "bench", "cli", "__main__")
+
+def _package_imports(path):
+    "Every module of the package that `path` imports, at the top or inside a function, absolutely or relatively."
+    import ast
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level == 0 and not (mod == "deepcluster_nb" or mod.startswith("deepcluster_nb.")): continue
+            mod = mod.removeprefix("deepcluster_nb").lstrip(".") if node.level == 0 else mod
+            found |= {mod.split(".")[0]} if mod else {a.name for a in node.names}    # `from . import x` imports x
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("deepcluster_nb.")}
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and str(node.args[0].value).startswith("deepcluster_nb.")):
+            found.add(node.args[0].value.split(".")[1])
+    return found
+
+def test_layers_only_point_down():
+    "No module of the package imports one of a layer above it, at load time or inside a function."
+    mods = {p.stem: p for p in (ROOT / "deepcluster_nb").glob("*.py") if p.stem != "_modidx"}
+    assert not set(mods) - set(LAYERS), f"place these modules in LAYERS (tests/test_repo.py): {sorted(set(mods) - set(LAYERS))}"
+    rank = {m: i for i, m in enumerate(LAYERS)}
+    up = {m: sorted(d for d in _package_imports(p) if rank.get(d, -1) >= rank[m]) for m, p in sorted(mods.items())}
+    up = {m: ds for m, ds in up.items() if ds}
+    assert not up, f"modules that import their own layer or one above it: {up}"

@@ -100,7 +100,7 @@ def test_comparison_uses_the_runs_protocol():
 
 def test_checkpoint_with_code_is_refused(tmp_path):
     import os, torch
-    from deepcluster_nb.train import UnsafeCheckpoint
+    from deepcluster_nb.runs import UnsafeCheckpoint
     from deepcluster_nb.report import load_run
     marker = tmp_path / "ran"
     class Payload:

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import ROOT, BIN, run
 from deepcluster_nb.models import available_methods
-from deepcluster_nb.train import (Trainer, TrainConfig, NonFiniteLoss, ConfigError, RunFolderExists, Collapsed,
-                                  UnsafeCheckpoint, load_checkpoint, parameters_cell)
+from deepcluster_nb.train import Trainer, TrainConfig, NonFiniteLoss, ConfigError, Collapsed, parameters_cell
+from deepcluster_nb.runs import RunFolderExists, UnsafeCheckpoint, load_checkpoint
 
 QUICK = dict(subset=256, batch_size=64, eval_every=0, progress=False)
 
