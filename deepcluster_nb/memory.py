@@ -15,7 +15,7 @@ from .models import Batch, MomentumEncoder, get_method, make_backbone
 # %% auto #0
 __all__ = ['LOWER_PRECISION', 'FLOAT32', 'PARTS', 'saved_tensors', 'storage_key', 'storage_bytes', 'MetaAutocast',
            'meta_autocast', 'is_weight_cast', 'count_saved', 'meta_method', 'modules_pass', 'backward_transient',
-           'training_step_memory', 'available_memory', 'memory_refusal']
+           'peak_bytes', 'training_step_memory', 'available_memory', 'memory_refusal']
 
 # %% ../nbs/A6_memory.ipynb #301a379f
 @contextlib.contextmanager
@@ -143,6 +143,22 @@ def backward_transient(largest_activation:int, # bytes of the largest saved acti
                       ) -> int: # bytes
     "The backward pass's short-lived gradients: 3 × the largest activation + 2 × the largest parameter."
     return 3 * largest_activation + 2 * largest_parameter
+
+# %% ../nbs/A6_memory.ipynb #f2344c3a
+def peak_bytes(fn) -> int:
+    "Peak bytes allocated above the start while `fn()` runs (CPU allocations, from the profiler's event tree)."
+    from torch.profiler import profile, ProfilerActivity
+    from torch._C._profiler import _EventType
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof: fn()
+    sizes = []
+    def walk(n):
+        if n.tag == _EventType.Allocation: sizes.append((n.start_time_ns, n.extra_fields.alloc_size))
+        for c in n.children: walk(c)
+    for root in prof.profiler.kineto_results.experimental_event_tree(): walk(root)
+    if not sizes: raise RuntimeError("the profiler recorded no allocation")
+    cur = peak = 0
+    for _, s in sorted(sizes): cur += s; peak = max(peak, cur)
+    return peak
 
 # %% ../nbs/A6_memory.ipynb #0a854f1c
 PARTS = ("weights", "gradients", "optimizer", "views", "casts", "saved", "backward")   # the byte counts; "total" is their sum

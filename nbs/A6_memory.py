@@ -419,17 +419,24 @@ test_eq(backward_transient(10, 1), 32); test_eq(backward_transient(0, 0), 0)
 # it started with. A small CNN, a batch of 64 digit-sized images, CC's step and its backward pass:
 
 # %%
-def peak_bytes(fn):
+#| export
+def peak_bytes(fn) -> int:
     "Peak bytes allocated above the start while `fn()` runs (CPU allocations, from the profiler's event tree)."
+    from torch.profiler import profile, ProfilerActivity
+    from torch._C._profiler import _EventType
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof: fn()
     sizes = []
     def walk(n):
         if n.tag == _EventType.Allocation: sizes.append((n.start_time_ns, n.extra_fields.alloc_size))
         for c in n.children: walk(c)
     for root in prof.profiler.kineto_results.experimental_event_tree(): walk(root)
+    if not sizes: raise RuntimeError("the profiler recorded no allocation")
     cur = peak = 0
     for _, s in sorted(sizes): cur += s; peak = max(peak, cur)
     return peak
+
+# %%
+show_doc(peak_bytes)
 
 # %%
 torch.manual_seed(0)

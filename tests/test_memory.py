@@ -5,10 +5,8 @@ import re
 import pytest
 import torch
 import torch.nn as nn
-from torch.profiler import profile, ProfilerActivity
-from torch._C._profiler import _EventType
 import deepcluster_nb.memory as memory
-from deepcluster_nb.memory import training_step_memory, available_memory, memory_refusal, PARTS
+from deepcluster_nb.memory import training_step_memory, available_memory, memory_refusal, peak_bytes, PARTS
 from deepcluster_nb.models import Batch, ClusterMethod, METHODS, available_methods, get_method, make_backbone
 
 GiB = 2**30
@@ -47,20 +45,6 @@ def real_saved(m, views, raw, amp):
         s = t.untyped_storage()
         if s.data_ptr() not in skip: (casts if _is_cast(t) else acts)[s.data_ptr()] = s.nbytes()
     return sum(v for k, v in acts.items() if k not in casts), sum(casts.values())
-
-
-def peak_bytes(fn):
-    "Peak CPU bytes allocated above the start while `fn()` runs, from the profiler's allocation events."
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof: fn()
-    sizes = []
-    def walk(n):
-        if n.tag == _EventType.Allocation: sizes.append((n.start_time_ns, n.extra_fields.alloc_size))
-        for c in n.children: walk(c)
-    for root in prof.profiler.kineto_results.experimental_event_tree(): walk(root)
-    assert sizes, "the profiler recorded no allocation"
-    cur = peak = 0
-    for _, s in sorted(sizes): cur += s; peak = max(peak, cur)
-    return peak
 
 
 # method, backbone, (C, S, S), small stem, batch: bf16 convolutions are slow on the CPU, hence the small batches
