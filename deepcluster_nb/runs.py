@@ -120,7 +120,6 @@ def check_run_folder(out_dir, # the run folder
                              + (", with overwrite=True to replace what is there," if st.ours else "") + " or choose another out_dir")
     if st.marker is None or not st.ours: return "new"
     if overwrite: return "overwrite"
-    m = st.marker
     how = ("Pass resume=True to continue it, overwrite=True to replace it, or choose another out_dir" if st.checkpoint else
            "It has no checkpoint to resume from: pass overwrite=True to replace it, or choose another out_dir")
     raise RunFolderExists(f"{d} already holds a run ({st.describe()}). {how}")

@@ -14,8 +14,8 @@ from .data import load_dataset, data_root, ClusterData, ImageData, DATASETS
 from .augment import BatchAugment, AugmentConfig, cc_recipe
 from .models import make_backbone, get_method, Batch, BACKBONES, RESNETS, predict
 from .metrics import score_assignments, matched_confusion
-from .runs import (RunFolderError, RunFolderExists, check_run_folder, claim_run_folder, update_marker,
-                                 inspect_folder, read_marker, RUN_MARKER, write_json, save_checkpoint, load_checkpoint)
+from .runs import (check_run_folder, claim_run_folder, update_marker, read_marker, write_json,
+                                 save_checkpoint, load_checkpoint)
 from .memory import training_step_memory, available_memory, memory_refusal
 
 # %% auto #0

@@ -31,8 +31,8 @@ from deepcluster_nb.data import load_dataset, data_root, ClusterData, ImageData,
 from deepcluster_nb.augment import BatchAugment, AugmentConfig, cc_recipe
 from deepcluster_nb.models import make_backbone, get_method, Batch, BACKBONES, RESNETS, predict
 from deepcluster_nb.metrics import score_assignments, matched_confusion
-from deepcluster_nb.runs import (RunFolderError, RunFolderExists, check_run_folder, claim_run_folder, update_marker,
-                                 inspect_folder, read_marker, RUN_MARKER, write_json, save_checkpoint, load_checkpoint)
+from deepcluster_nb.runs import (check_run_folder, claim_run_folder, update_marker, read_marker, write_json,
+                                 save_checkpoint, load_checkpoint)
 from deepcluster_nb.memory import training_step_memory, available_memory, memory_refusal
 
 # %%
